@@ -1,0 +1,1 @@
+"""paintbench harness (see the README's architecture section)."""

@@ -1,0 +1,1 @@
+"""paintbench leaderboards (see the README's architecture section)."""

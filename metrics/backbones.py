@@ -1,0 +1,54 @@
+"""Frozen backbones shared across providers: each is loaded once per process and device.
+
+The OpenAI CLIP ViT-L/14 serves the aesthetic predictor (image tower) and GenEval's colour classifier
+(image and text towers). Both get the very same module object from `openai_clip`, so a run that
+scores aesthetic and GenEval holds one copy of it.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+
+_LOCK = threading.Lock()
+_CACHE: dict[tuple[str, str, torch.dtype], torch.nn.Module] = {}
+
+
+def openai_clip(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    """An OpenAI-format CLIP (TorchScript archive or plain state dict) as an open_clip `CLIP`, in eval
+    mode, frozen, on `device` in `dtype`. The architecture is read off the checkpoint's shapes, as
+    OpenAI's `clip.build_model` does (QuickGELU, heads = width / 64), so tiny checkpoints in the same
+    layout load through the same code."""
+    key = (str(Path(path).resolve()), str(torch.device(device)), dtype)
+    with _LOCK:
+        model = _CACHE.get(key)
+        if model is None:
+            model = _build_openai_clip(Path(path)).to(device=device, dtype=dtype)
+            _CACHE[key] = model
+    return model
+
+
+def _build_openai_clip(path: Path) -> torch.nn.Module:
+    from open_clip.model import build_model_from_openai_state_dict
+
+    from metrics.weights import load_state_dict
+
+    sd = load_state_dict(path)
+    if "visual.proj" not in sd or "text_projection" not in sd:
+        raise ValueError(f"{path}: not an OpenAI CLIP ViT checkpoint (no visual.proj / text_projection)")
+    try:
+        model = build_model_from_openai_state_dict(dict(sd), quick_gelu=True, cast_dtype=torch.float16)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: does not load as an OpenAI CLIP ViT ({e})") from e
+    # As `clip.load` on a CPU does: build in fp16 storage, then compute in fp32 (the caller may cast).
+    model = model.float().eval()
+    model.requires_grad_(False)
+    return model
+
+
+def clear() -> None:
+    """Drop every cached backbone (tests; freeing memory between runs)."""
+    with _LOCK:
+        _CACHE.clear()

@@ -1,0 +1,349 @@
+"""Where weight files come from: one catalog, one resolution order, one safe loader.
+
+A weights directory holds files under their *official* names, so files a user already downloaded
+drop in unchanged. `resolve` searches, in order:
+
+1. an explicit path given to the provider (`weights=` argument);
+2. the weights directory: `--weights-dir` / `weights_dir=`, else `$PAINTBENCH_WEIGHTS`, else
+   `~/.cache/paintbench/weights` (where `paintbench weights fetch` puts files);
+3. the Hugging Face cache (read with `local_files_only=True`, so it works under `HF_HUB_OFFLINE=1`).
+
+A file that is nowhere raises `MissingWeightsError`, which names the file, every place searched, and
+the command that fetches it. Nothing ever falls back silently to other weights.
+
+Checkpoints are read with `torch.load(weights_only=True)` or safetensors; a TorchScript archive
+(OpenAI's CLIP `.pt` files) is read with `torch.jit.load`, which runs no pickled Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_WEIGHTS_DIR = "PAINTBENCH_WEIGHTS"
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One weight file (or folder) under its official name."""
+
+    name: str
+    filename: str
+    description: str
+    url: str | None = None
+    hf_repo: str | None = None
+    hf_filename: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    files: tuple[str, ...] = ()  # for a folder: the files it must contain (the first is required)
+    optional: bool = False
+
+    @property
+    def is_dir(self) -> bool:
+        return bool(self.files)
+
+    @property
+    def fetch_command(self) -> str:
+        return f"paintbench weights fetch {self.name}"
+
+    @property
+    def source(self) -> str:
+        if self.hf_repo:
+            return f"hf://{self.hf_repo}/{self.hf_filename or self.filename}"
+        return self.url or "(no public source)"
+
+
+CATALOG: dict[str, WeightSpec] = {
+    s.name: s
+    for s in [
+        WeightSpec(
+            name="clip-vit-l-14",
+            filename="ViT-L-14.pt",
+            description="OpenAI CLIP ViT-L/14 (TorchScript archive or plain state dict); shared by "
+            "aesthetic and GenEval's colour classifier",
+            url="https://openaipublic.azureedge.net/clip/models/"
+            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+            sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+            size_bytes=932_768_134,
+        ),
+        WeightSpec(
+            name="aesthetic-head",
+            filename="sac+logos+ava1-l14-linearMSE.pth",
+            description="LAION improved aesthetic predictor v2 MLP head",
+            url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+            "sac+logos+ava1-l14-linearMSE.pth",
+            size_bytes=3_714_759,
+        ),
+        WeightSpec(
+            name="imagereward",
+            filename="ImageReward.pt",
+            description="ImageReward v1.0 checkpoint (BLIP + MLP state dict)",
+            hf_repo="THUDM/ImageReward",
+            size_bytes=1_786_880_927,
+        ),
+        WeightSpec(
+            name="imagereward-med-config",
+            filename="med_config.json",
+            description="ImageReward's BERT config (optional: BLIP's values are built in)",
+            hf_repo="THUDM/ImageReward",
+            optional=True,
+        ),
+        WeightSpec(
+            name="bert-base-uncased",
+            filename="bert-base-uncased",
+            description="BERT tokenizer folder used by ImageReward",
+            hf_repo="google-bert/bert-base-uncased",
+            files=("vocab.txt", "tokenizer_config.json"),
+            sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",  # of vocab.txt
+        ),
+        WeightSpec(
+            name="hps-v2",
+            filename="HPS_v2_compressed.pt",
+            description="HPS v2.0 (fine-tuned OpenCLIP ViT-H-14, fp16)",
+            hf_repo="xswu/HPSv2",
+        ),
+        WeightSpec(
+            name="hps-v2.1",
+            filename="HPS_v2.1_compressed.pt",
+            description="HPS v2.1 (fine-tuned OpenCLIP ViT-H-14, fp16)",
+            hf_repo="xswu/HPSv2",
+            size_bytes=1_972_484_501,
+        ),
+    ]
+}
+
+
+def register_weight(spec: WeightSpec, *, replace: bool = False) -> None:
+    """Add a weight file to the catalog (later issues: the GenEval detector, the mPLUG folder)."""
+    if spec.name in CATALOG and not replace:
+        raise ValueError(f"weight {spec.name!r} is already in the catalog")
+    CATALOG[spec.name] = spec
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weight file was not found anywhere; the message says where we looked and how to fetch it."""
+
+    def __init__(self, spec: WeightSpec, searched: list[str]) -> None:
+        places = "\n".join(f"  - {p}" for p in searched)
+        msg = (
+            f"weight file '{spec.filename}' ({spec.description}) not found. Searched:\n{places}\n"
+            f"Fetch it with `{spec.fetch_command}` (source: {spec.source}), or put it into a weights "
+            f"directory under that exact name and pass --weights-dir DIR or set {ENV_WEIGHTS_DIR}."
+        )
+        super().__init__(msg)
+        self.spec = spec
+        self.searched = searched
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def default_weights_dir() -> Path:
+    env = os.environ.get(ENV_WEIGHTS_DIR)
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/paintbench/weights").expanduser()
+
+
+def _present(path: Path, spec: WeightSpec) -> bool:
+    if spec.is_dir:
+        return path.is_dir() and (path / spec.files[0]).is_file()
+    return path.is_file()
+
+
+def _from_hf_cache(spec: WeightSpec) -> Path | None:
+    if not spec.hf_repo:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return None
+    try:
+        if spec.is_dir:
+            first = hf_hub_download(spec.hf_repo, spec.files[0], local_files_only=True)
+            folder = Path(first).parent
+            return folder if _present(folder, spec) else None
+        return Path(hf_hub_download(spec.hf_repo, spec.hf_filename or spec.filename, local_files_only=True))
+    except Exception:  # not in the cache (the hub raises several exception types for that)
+        return None
+
+
+def resolve(
+    name: str,
+    explicit: str | os.PathLike[str] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Find weight `name` (a `CATALOG` key). See the module docstring for the order."""
+    spec = CATALOG[name]
+    searched: list[str] = []
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        if p.is_dir() and not spec.is_dir:
+            p = p / spec.filename
+        if _present(p, spec):
+            return p
+        raise MissingWeightsError(spec, [f"explicit path {p} (does not exist or is incomplete)"])
+    directory = Path(weights_dir).expanduser() if weights_dir is not None else default_weights_dir()
+    candidate = directory / spec.filename
+    if _present(candidate, spec):
+        return candidate
+    searched.append(f"weights directory: {candidate}")
+    cached = _from_hf_cache(spec)
+    if cached is not None:
+        return cached
+    if spec.hf_repo:
+        searched.append(f"Hugging Face cache: {spec.hf_repo}/{spec.hf_filename or spec.filename}")
+    raise MissingWeightsError(spec, searched)
+
+
+def find(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """Like `resolve`, but returns None when absent (for listings)."""
+    try:
+        return resolve(name, weights_dir=weights_dir)
+    except MissingWeightsError:
+        return None
+
+
+def pick(
+    name: str,
+    weights: str | os.PathLike[str] | Mapping[str, Any] | None,
+    weights_dir: str | os.PathLike[str] | None,
+    *,
+    primary: str | None = None,
+) -> Path:
+    """Resolve weight `name` for a provider given its `weights=` argument.
+
+    `weights` may be a path (used for the provider's `primary` weight), or a mapping of weight name to
+    path (any of the provider's weights), or None.
+    """
+    explicit = None
+    if isinstance(weights, Mapping):
+        explicit = weights.get(name)
+    elif weights is not None and name == primary:
+        explicit = weights
+    return resolve(name, explicit=explicit, weights_dir=weights_dir)
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of a weight file, or of the first file of a weight folder; cached per (path, mtime, size)."""
+    target = path
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        if not files:
+            return ""
+        target = files[0]
+    stat = target.stat()
+    key = (str(target.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = sha256_file(target)
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code.
+
+    Accepts safetensors, `torch.save` files (read with `weights_only=True`) and TorchScript archives
+    (their parameters and buffers are returned as a state dict).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    if _is_torchscript(path):
+        module = torch.jit.load(str(path), map_location="cpu")
+        return dict(module.state_dict())
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(
+            f"{path}: cannot be read as a weights-only checkpoint ({type(e).__name__}: {e}). paintbench "
+            "never unpickles arbitrary objects; convert the file to a plain state dict or safetensors."
+        ) from e
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+# -- fetching (online users) ----------------------------------------------------------------------
+def fetch(name: str, dest: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
+    """Download weight `name` into `dest` (default: the weights directory) and check its sha256."""
+    spec = CATALOG[name]
+    directory = Path(dest).expanduser() if dest is not None else default_weights_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / spec.filename
+    if _present(target, spec):
+        _check_sha(spec, target)
+        return target
+    if spec.hf_repo:
+        from huggingface_hub import hf_hub_download
+
+        if spec.is_dir:
+            target.mkdir(exist_ok=True)
+            for f in spec.files:
+                got = hf_hub_download(spec.hf_repo, f)
+                shutil.copyfile(got, target / f)
+        else:
+            got = hf_hub_download(spec.hf_repo, spec.hf_filename or spec.filename)
+            _atomic_copy(Path(got), target)
+    elif spec.url:
+        _download(spec.url, target, progress=progress)
+    else:
+        raise MissingWeightsError(spec, ["no public download source is known for this file"])
+    _check_sha(spec, target)
+    return target
+
+
+def _check_sha(spec: WeightSpec, target: Path) -> None:
+    if not spec.sha256:
+        return
+    f = target / spec.files[0] if spec.is_dir else target
+    got = sha256_file(f)
+    if got != spec.sha256:
+        raise ValueError(f"{f}: sha256 {got} does not match the expected {spec.sha256}; delete it and fetch again")
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=dst.parent, delete=False, suffix=".part") as tmp:
+        with open(src, "rb") as s:
+            shutil.copyfileobj(s, tmp)
+    os.replace(tmp.name, dst)
+
+
+def _download(url: str, dst: Path, *, progress: bool) -> None:
+    from tqdm import tqdm
+
+    part = dst.with_name(dst.name + ".part")
+    with urllib.request.urlopen(url) as r, open(part, "wb") as f:
+        total = int(r.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dst.name, disable=not progress) as bar:
+            while block := r.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
+    os.replace(part, dst)

@@ -1,0 +1,1 @@
+"""paintbench trainer (see the README's architecture section)."""
