@@ -50,7 +50,7 @@ def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None
         try:
             with Image.open(path) as opened:
                 opened.load()
-                img = opened.copy() if opened.mode != "P" else opened.convert("RGBA")
+                img = opened.copy()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise BadImageError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from e
     if img.width < 1 or img.height < 1:

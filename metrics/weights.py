@@ -56,6 +56,8 @@ class WeightSpec:
 
     @property
     def source(self) -> str:
+        if self.hf_repo and self.is_dir:
+            return f"hf://{self.hf_repo} ({', '.join(self.files)})"
         if self.hf_repo:
             return f"hf://{self.hf_repo}/{self.hf_filename or self.filename}"
         return self.url or "(no public source)"

@@ -1,0 +1,58 @@
+"""The `paintbench` command line.
+
+Each subcommand lives in its own module under `paintbench.commands` and is imported only when it
+runs, so `paintbench metrics` starts fast and never loads model code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from paintbench.errors import UserError
+
+# name -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "metrics": ("paintbench.commands.metrics", "list metric providers, their versions and weights"),
+    "score": ("paintbench.commands.score", "score a folder or a JSONL of images with one or more metrics"),
+    "weights": ("paintbench.commands.weights", "list, locate, fetch or fake (tiny) weight files"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from paintbench import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="paintbench",
+        description="Benchmark text-to-image models with official-parity metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"paintbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError, KeyError, ValueError) as e:
+        # Missing weights, unknown metric names, bad files: one line naming the problem, no traceback.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"paintbench {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
