@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import torch
 
 from metrics.images import ImageBatch, as_image_batch
-from metrics.registry import ProviderSpec, spec as registry_spec
+from metrics.registry import ProviderSpec
+from metrics.registry import spec as registry_spec
 
 
 @dataclass

@@ -47,8 +47,8 @@ def shorter_side_size(h: int, w: int, size: int) -> tuple[int, int]:
 def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
     """torchvision's CenterCrop for a [B,C,H,W] tensor at least `size` on each side."""
     h, w = x.shape[-2:]
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
+    top = round((h - size) / 2.0)
+    left = round((w - size) / 2.0)
     return x[..., top : top + size, left : left + size]
 
 

@@ -37,6 +37,31 @@ class ProviderSpec:
 
 _REGISTRY: dict[str, ProviderSpec] = {}
 _ALIASES: dict[str, str] = {}
+_PLUGIN_GROUP = "paintbench.metrics"
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Register providers declared by installed packages under the `paintbench.metrics` entry-point
+    group (each entry point names a `ProviderSpec` or a list of them, in a module that imports no
+    model code). This is how the harness's shapes world, or a user's package, adds metrics without
+    `metrics` importing them."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import warnings
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=_PLUGIN_GROUP):
+        try:
+            found = ep.load()
+        except Exception as e:  # a broken plugin must not break the built-in metrics
+            warnings.warn(f"paintbench: metric plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+            continue
+        for s in found if isinstance(found, (list, tuple)) else [found]:
+            if s.name not in _REGISTRY:
+                register(s)
 
 
 def register(spec: ProviderSpec, *, replace: bool = False) -> None:
@@ -50,12 +75,16 @@ def register(spec: ProviderSpec, *, replace: bool = False) -> None:
 
 def available() -> list[str]:
     """Names of all registered providers, sorted."""
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def spec(name: str) -> ProviderSpec:
     """The spec of `name` (or an alias); unknown names raise `KeyError` with close matches."""
     key = _ALIASES.get(name, name)
+    if key not in _REGISTRY:
+        _load_plugins()
+        key = _ALIASES.get(name, name)
     try:
         return _REGISTRY[key]
     except KeyError:

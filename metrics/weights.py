@@ -332,9 +332,8 @@ def _check_sha(spec: WeightSpec, target: Path) -> None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=dst.parent, delete=False, suffix=".part") as tmp:
-        with open(src, "rb") as s:
-            shutil.copyfileobj(s, tmp)
+    with tempfile.NamedTemporaryFile(dir=dst.parent, delete=False, suffix=".part") as tmp, open(src, "rb") as s:
+        shutil.copyfileobj(s, tmp)
     os.replace(tmp.name, dst)
 
 

@@ -1,0 +1,182 @@
+"""`paintbench score` and friends, end to end through the real CLI and real loaders.
+
+Two kinds of weights: tiny random checkpoints written by `paintbench weights make-tiny` (every
+provider, official file formats), and the official-parity synthetic checkpoints of the fixtures (the
+scores must then equal the official implementations' numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import shared_data as sd
+
+METRICS = ["imagereward", "hps-v2.1", "aesthetic"]
+
+
+def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "paintbench", *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"paintbench {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny-weights")
+    cli("weights", "make-tiny", str(d), check=True)
+    return d
+
+
+def _images(folder: Path, n: int = 5) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 256, size=(40 + 8 * i, 48, 3), dtype=np.uint8)
+        p = folder / f"img{i}.png"
+        Image.fromarray(arr).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_metrics_lists_every_provider_and_weight_presence(tiny_weights):
+    out = cli("metrics", "--json", "--weights-dir", str(tiny_weights), check=True)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    for m in METRICS + ["hps-v2"]:
+        assert rows[m]["weights_present"], rows[m]
+        assert rows[m]["version"] and rows[m]["higher_is_better"] is True
+    empty = json.loads(cli("metrics", "--json", "--weights-dir", str(tiny_weights / "nope"), check=True).stdout)
+    missing = {r["name"]: r["missing"] for r in empty}
+    assert "ImageReward.pt" in missing["imagereward"]
+    assert "HPS_v2.1_compressed.pt" in missing["hps-v2.1"]
+    # the plain table names the same facts
+    table = cli("metrics", "--weights-dir", str(tiny_weights / "nope"), check=True).stdout
+    assert "hps-v2.1" in table and "missing" in table and "paintbench weights fetch" in table
+
+
+def test_score_folder_with_one_bad_file(tmp_path, tiny_weights):
+    imgs = _images(tmp_path / "imgs")
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    names = sorted(p.name for p in (tmp_path / "imgs").iterdir())
+    (tmp_path / "prompts.txt").write_text("\n".join(f"prompt for {n}" for n in names) + "\n")
+    args = ["score", "--images", str(tmp_path / "imgs"), "--prompts", str(tmp_path / "prompts.txt"),
+            "--weights-dir", str(tiny_weights), "--device", "cpu", "--batch-size", "2",
+            "--out", str(tmp_path / "out"), "--no-progress"]
+    for m in METRICS:
+        args += ["--metric", m]
+    out = cli(*args)
+    assert out.returncode == 3, out.stderr
+    records = [json.loads(x) for x in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == names  # every sample, in order, none dropped
+    bad = [r for r in records if r["id"] == "broken.png"][0]
+    assert "broken.png" in bad["errors"]["image"] and bad["scores"] == {}
+    good = [r for r in records if r["id"] != "broken.png"]
+    assert len(good) == len(imgs)
+    for r in good:
+        assert set(r["scores"]) == set(METRICS)
+        assert all(np.isfinite(v) for v in r["scores"].values())
+        assert r["prompt"] == f"prompt for {r['id']}"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for m in METRICS:
+        vals = [r["scores"][m] for r in good]
+        assert summary["metrics"][m]["n"] == len(imgs)
+        assert summary["metrics"][m]["n_failed"] == 1
+        assert summary["metrics"][m]["mean"] == pytest.approx(float(np.mean(vals)), abs=1e-9)
+        assert summary["metrics"][m]["std"] == pytest.approx(float(np.std(vals, ddof=1)), abs=1e-9)
+        assert summary["metrics"][m]["provenance"]["version"]
+    assert [f["id"] for f in summary["failed"]] == ["broken.png"]
+    assert "broken.png" in out.stdout
+
+
+def test_score_jsonl_input_matches_python_api(tmp_path, tiny_weights):
+    import metrics
+
+    imgs = _images(tmp_path / "imgs", n=3)
+    lines = [{"image": f"imgs/{p.name}", "prompt": f"a photo number {i}"} for i, p in enumerate(imgs)]
+    lines.append({"image": "imgs/missing.png", "prompt": "gone"})
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{not json\n")
+    out = cli("score", "--metric", "hps-v2.1", "--images", str(tmp_path / "in.jsonl"), "--weights-dir",
+              str(tiny_weights), "--device", "cpu", "--out", str(tmp_path / "out"), "--no-progress")
+    assert out.returncode == 3
+    records = [json.loads(x) for x in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
+    assert len(records) == 5
+    assert "no such file" in records[3]["errors"]["image"]
+    assert "malformed" in records[4]["errors"]["input"]
+    hps = metrics.get("hps-v2.1", weights_dir=tiny_weights)
+    expected = hps.score(imgs, [x["prompt"] for x in lines[:3]]).tolist()
+    got = [r["scores"]["hps-v2.1"] for r in records[:3]]
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_missing_prompts_fail_only_prompted_metrics(tmp_path, tiny_weights):
+    _images(tmp_path / "imgs", n=2)
+    (tmp_path / "imgs" / "img0.txt").write_text("sidecar prompt\n")
+    out = cli("score", "--metric", "aesthetic", "--metric", "imagereward", "--images", str(tmp_path / "imgs"),
+              "--weights-dir", str(tiny_weights), "--device", "cpu", "--out", str(tmp_path / "o"), "--no-progress")
+    assert out.returncode == 3
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "o" / "scores.jsonl").read_text().splitlines())}
+    assert recs["img0.png"]["prompt"] == "sidecar prompt"
+    assert set(recs["img0.png"]["scores"]) == {"aesthetic", "imagereward"}
+    assert set(recs["img1.png"]["scores"]) == {"aesthetic"}
+    assert "no prompt" in recs["img1.png"]["errors"]["imagereward"]
+
+
+def test_usage_errors_are_one_clear_line(tmp_path, tiny_weights):
+    _images(tmp_path / "imgs", n=1)
+    out = cli("score", "--metric", "hps-v21", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "did you mean" in out.stderr and "Traceback" not in out.stderr
+    out = cli("score", "--metric", "hps-v2.1", "--images", str(tmp_path / "imgs"),
+              "--weights-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "HPS_v2.1_compressed.pt" in out.stderr
+    assert "paintbench weights fetch hps-v2.1" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "p.txt").write_text("a\nb\nc\n")
+    out = cli("score", "--metric", "hps-v2.1", "--images", str(tmp_path / "imgs"), "--prompts",
+              str(tmp_path / "p.txt"), "--weights-dir", str(tiny_weights), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "3 prompts for 1 images" in out.stderr
+
+
+def test_weights_list_and_path(tiny_weights):
+    out = cli("weights", "list", "--json", "--weights-dir", str(tiny_weights), check=True)
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["hps-v2.1"]["present"].endswith("HPS_v2.1_compressed.pt")
+    assert rows["clip-vit-l-14"]["used_by"] == ["aesthetic"]
+    out = cli("weights", "path", "imagereward", "--weights-dir", str(tiny_weights), check=True)
+    assert out.stdout.strip() == str(tiny_weights / "ImageReward.pt")
+
+
+def test_score_with_fixture_checkpoints_reproduces_official_numbers(tmp_path):
+    """The CLI on the official-parity synthetic weights gives the official implementations' scores."""
+    from metrics.synthetic import build_state_dict
+
+    expected = sd.preference_expected()
+    weights = tmp_path / "w"
+    weights.mkdir()
+    m = sd.manifest("aesthetic__tiny")
+    torch.save(build_state_dict(m["clip"]["tensors"], m["seed"]), weights / "ViT-L-14.pt")
+    torch.save(build_state_dict(m["head"]["tensors"], m["seed"]), weights / "sac+logos+ava1-l14-linearMSE.pth")
+    hm = sd.manifest("hps__ViT-B-32")
+    hps_file = sd.cached_file(hm["state_digest"], "HPS_v2.1_compressed.pt",
+                              lambda p: torch.save({"state_dict": build_state_dict(hm["tensors"], hm["seed"])}, p))
+    (weights / "HPS_v2.1_compressed.pt").symlink_to(hps_file)
+    prompts = sd.preference_prompts()
+    images = sorted(expected["aesthetic_v2"]["reduced_tiny"]["images"])
+    lines = [{"image": str(sd.preference_image(f)), "prompt": prompts["P2"]} for f in images]
+    (tmp_path / "in.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    cli("score", "--metric", "aesthetic", "--metric", "hps-v2.1", "--images", str(tmp_path / "in.jsonl"),
+        "--weights-dir", str(weights), "--device", "cpu", "--out", str(tmp_path / "o"), "--no-progress", check=True)
+    records = [json.loads(x) for x in (tmp_path / "o" / "scores.jsonl").read_text().splitlines()]
+    hps_pairs = {(p["image"], p["prompt_id"]): p["score"]
+                 for p in expected["hps_v2"]["reduced_vit_b_32"]["pairs"]}
+    for f, r in zip(images, records, strict=True):
+        assert r["scores"]["aesthetic"] == pytest.approx(
+            expected["aesthetic_v2"]["reduced_tiny"]["images"][f]["aesthetic_score"], abs=2e-5)
+        assert r["scores"]["hps-v2.1"] == pytest.approx(hps_pairs[(f, "P2")], abs=1e-5)
