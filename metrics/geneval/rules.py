@@ -23,7 +23,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-COLORS: tuple[str, ...] = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
+COLORS: tuple[str, ...] = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "black",
+    "white",
+)
 """The colour classifier's labels, in the official order (the order colour reasons list them in)."""
 
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
@@ -132,9 +143,11 @@ def select_indices(
     (compared in `score_dtype`), cut to `max_objects` *before* NMS, then (only when `nms_threshold` < 1)
     greedy NMS that drops any later box whose IoU with a kept one is not below `nms_threshold`.
 
-    Ties: the official `np.argsort(s)[::-1]` is not a stable descending sort; for the arrays of up to
-    16 entries where it is deterministic it puts the *later* input first among equal scores (quirk G7).
-    We always do that (a stable ascending sort, reversed), so ties are reproducible on any NumPy.
+    Ties: the official `np.argsort(s)[::-1]` is not a stable descending sort, and its tie order depends
+    on the NumPy build: up to 16 *all-equal* scores come out later-input-first (quirk G7), but with
+    several tied groups even short arrays can come out otherwise (seen with NumPy 2.4 on x86). We
+    always put the later input first among equal scores (a stable ascending sort, reversed), which
+    matches the documented case and is the same on any NumPy. Real detector scores rarely tie.
     """
     dtype = np.float32 if score_dtype == "float32" else np.float64
     s = np.asarray(scores, dtype=dtype).reshape(-1)
