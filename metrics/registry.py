@@ -42,10 +42,10 @@ _plugins_loaded = False
 
 
 def _load_plugins() -> None:
-    """Register providers declared by installed packages under the `paintbench.metrics` entry-point
-    group (each entry point names a `ProviderSpec` or a list of them, in a module that imports no
-    model code). This is how the harness's shapes world, or a user's package, adds metrics without
-    `metrics` importing them."""
+    """Register providers declared elsewhere: modules named in `$PAINTBENCH_PLUGINS` (comma-separated;
+    each calls `metrics.register`), and installed packages' `paintbench.metrics` entry points (each
+    names a `ProviderSpec` or a list of them, in a module that imports no model code). This is how the
+    harness's shapes world, or a user's own metric, joins without `metrics` importing it."""
     global _plugins_loaded
     if _plugins_loaded:
         return
@@ -53,6 +53,13 @@ def _load_plugins() -> None:
     import warnings
     from importlib.metadata import entry_points
 
+    import os
+
+    for module in filter(None, (m.strip() for m in os.environ.get("PAINTBENCH_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(module)  # the module calls `metrics.register(...)` itself
+        except Exception as e:
+            warnings.warn(f"paintbench: PAINTBENCH_PLUGINS module {module!r} failed to import: {e}", stacklevel=2)
     for ep in entry_points(group=_PLUGIN_GROUP):
         try:
             found = ep.load()

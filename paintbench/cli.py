@@ -18,6 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metrics": ("paintbench.commands.metrics", "list metric providers, their versions and weights"),
     "score": ("paintbench.commands.score", "score a folder or a JSONL of images with one or more metrics"),
     "weights": ("paintbench.commands.weights", "list, locate, fetch or fake (tiny) weight files"),
+    "suites": ("paintbench.commands.suites", "list benchmark suites"),
+    "eval": ("paintbench.commands.eval", "run a suite: generate, score, aggregate with CIs (resumable)"),
+    "results": ("paintbench.commands.results", "print the results table of a run directory"),
+    "compare": ("paintbench.commands.compare", "compare two runs on shared prompts (paired bootstrap)"),
 }
 
 

@@ -1,0 +1,371 @@
+"""A benchmark run: generate the suite's images, score them with its metrics, aggregate with CIs.
+
+Two phases, each resumable on its own: generation appends one record per image to this rank's part
+file as soon as the image is on disk; scoring appends one record per (metric, image). Re-running the
+same command skips everything already recorded, so nothing is generated or scored twice and nothing
+is lost; the merged files and `results.json` equal those of an uninterrupted run.
+
+Under `torchrun`/`accelerate launch` each rank takes a strided shard of the prompts, and rank 0
+merges and aggregates. Seeds depend only on (run seed, prompt id, sample index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.aggregate import aggregate_metric
+from harness.dist import Dist, derive_seed, shard
+from harness.generators import make_generator, parse_spec
+from harness.generators.base import GeneratorError, Request
+from harness.rundir import JsonlAppender, RunDir
+from harness.suite import PromptItem, Suite, SuiteMetric, load_suite
+from paintbench.errors import UserError
+
+
+@dataclass
+class EvalConfig:
+    """Settings of `paintbench eval` (also readable from a YAML file with `--config`)."""
+
+    suite: str = field(default="", metadata={"help": "suite name or YAML path", "cli": False})
+    generator: str = field(default="", metadata={"help": "KIND[:ARG]: folder:DIR, diffusers:PATH, python:mod:fn, policy:CKPT, shapes-oracle, shapes-random"})
+    out: str = field(default="", metadata={"help": "run directory (created, or resumed when it exists)"})
+    generator_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "generator options (--gen-opt key=value)", "cli": False})
+    metrics: list[str] | None = field(default=None, metadata={"help": "metrics to score instead of the suite's (repeatable --metrics)"})
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "per-metric provider options", "cli": False})
+    seed: int = field(default=0, metadata={"help": "run seed; image seeds derive from (seed, prompt id, sample index)"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N prompts (quick checks)"})
+    images_per_prompt: int | None = field(default=None, metadata={"help": "override the suite's images per prompt"})
+    device: str | None = field(default=None, metadata={"help": "cuda, cuda:N or cpu (default: cuda if available; cuda:LOCAL_RANK under torchrun)"})
+    dtype: str = field(default="float32", metadata={"help": "metric dtype: float32 (parity), bfloat16, float16"})
+    batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
+    weights_dir: str | None = field(default=None, metadata={"help": "weights directory for the metrics"})
+    include_path: list[str] | None = field(default=None, metadata={"help": "extra folders of suite YAML files (repeatable)"})
+    n_resamples: int = field(default=10_000, metadata={"help": "bootstrap resamples for CIs"})
+    confidence: float = field(default=0.95, metadata={"help": "confidence level of the CIs"})
+    progress: bool = field(default=True, metadata={"help": "progress bars (rank 0)"})
+
+
+def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, Any] | None:
+    """Run (or resume) an evaluation; returns results.json's content on rank 0, None on other ranks."""
+    started = time.time()
+    if not cfg.suite or not cfg.out:
+        raise UserError("eval needs a suite and --out")
+    suite = load_suite(cfg.suite, cfg.include_path)
+    items = suite.items[: cfg.limit] if cfg.limit else suite.items
+    ipp = cfg.images_per_prompt or suite.images_per_prompt
+    metrics_ = _metrics(suite, cfg)
+    rd = RunDir(cfg.out)
+    dist = Dist.from_env()
+    try:
+        device = dist.device(cfg.device)
+        identity = {
+            "suite": suite.name, "suite_version": suite.version, "suite_hash": suite.suite_hash(),
+            "generator": cfg.generator, "generator_options": cfg.generator_options, "seed": cfg.seed,
+            "images_per_prompt": ipp, "n_prompts": len(items),
+        }
+        if rescore and not rd.config_path.exists():
+            raise UserError(f"--rescore: {cfg.out} is not an existing run")
+        if dist.is_main:
+            rd.prepare(_config_doc(cfg, suite, metrics_), identity=identity)
+            for m in rescore or []:
+                rd.drop_scores(m)
+            if not rescore:  # failures of earlier attempts are retried now; forget them
+                for f in rd.root.glob("parts/generation_failures.rank*.jsonl"):
+                    f.unlink()
+            rd.log("start", rank=dist.rank, world_size=dist.world_size, rescore=rescore)
+        dist.barrier()
+        if not dist.is_main:
+            rd.prepare({}, identity=identity)
+        mine = shard(items, dist.rank, dist.world_size)
+        show = cfg.progress and dist.is_main
+        t_gen = time.time()
+        ok = True
+        error: BaseException | None = None
+        try:
+            if not rescore:
+                generate_phase(rd, suite, mine, ipp, cfg, dist, device, show)
+        except (UserError, GeneratorError, OSError) as e:
+            ok, error = False, e
+        if not dist.all_ok(ok):
+            raise error if error else UserError("another rank failed during generation; rerun to resume")
+        dist.barrier()
+        t_score = time.time()
+        for m in metrics_:
+            if rescore and m.name not in rescore:
+                continue
+            score_phase(rd, suite, mine, m, cfg, dist, device, show)
+        dist.barrier()
+        results = None
+        if dist.is_main:
+            order = [(it.id, k) for it in items for k in range(ipp)]
+            rd.merge(order, [m.name for m in metrics_])
+            results = build_results(rd, suite, items, ipp, metrics_, cfg, dist, timing={
+                "wall_s": time.time() - started, "generation_s": t_score - t_gen, "scoring_s": time.time() - t_score})
+            _write_json(rd.results_path, results)
+            rd.log("done", wall_s=time.time() - started)
+        dist.barrier()
+        return results
+    finally:
+        dist.close()
+
+
+def _metrics(suite: Suite, cfg: EvalConfig) -> list[SuiteMetric]:
+    if cfg.metrics:
+        by_name = {m.name: m for m in suite.metrics}
+        chosen = [by_name.get(n, SuiteMetric(name=n)) for n in cfg.metrics]
+    else:
+        chosen = list(suite.metrics)
+    import metrics as M
+
+    out = []
+    for m in chosen:
+        name = M.spec(m.name).name  # unknown names fail now, before any work
+        options = {**m.options, **cfg.metric_options.get(name, {})}
+        out.append(SuiteMetric(name=name, aggregation=m.aggregation, primary=m.primary, options=options))
+    return out
+
+
+def _config_doc(cfg: EvalConfig, suite: Suite, metrics_: list[SuiteMetric]) -> dict[str, Any]:
+    from paintbench.config import to_dict
+
+    return {"eval": to_dict(cfg), "suite": suite.to_dict(),
+            "metrics": [{"name": m.name, "aggregation": m.aggregation, "primary": m.primary, "options": m.options}
+                        for m in metrics_]}
+
+
+# -- generation ------------------------------------------------------------------------------------
+def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, cfg: EvalConfig, dist: Dist,
+                   device: str, show: bool) -> None:
+    done, problems = rd.samples_done()
+    for p in problems:
+        rd.log("repair", message=p)
+    size = suite.image_size
+    width, height = _image_size(suite, size)
+    pending = [Request(item=it, sample_index=k, seed=derive_seed(cfg.seed, it.id, k), width=width, height=height)
+               for it in mine for k in range(ipp) if (it.id, k) not in done]
+    if not pending:
+        return
+    gen = make_generator(cfg.generator, cfg.generator_options, suite, device=device)
+    settings = gen.settings()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(pending), desc="generate", unit="img", disable=not show, file=sys.stderr)
+    failures = []
+    with JsonlAppender(rd.sample_part(dist.rank)) as log:
+        for start in range(0, len(pending), gen.batch_size):
+            batch = pending[start : start + gen.batch_size]
+            if gen.brings_files:  # one missing file is that sample's problem, not the run's
+                outs = []
+                for r in batch:
+                    try:
+                        outs.append(gen.generate([r])[0])
+                    except GeneratorError as e:
+                        outs.append(None)
+                        failures.append({"prompt_id": r.item.id, "sample_index": r.sample_index, "error": str(e)})
+            else:
+                outs = _call_generator(gen, batch)
+            for r, img in zip(batch, outs, strict=True):
+                if img is not None:
+                    log.append(_save_sample(rd, r, img, settings, check_size=not gen.brings_files))
+            bar.update(len(batch))
+    bar.close()
+    if failures:
+        with JsonlAppender(rd.parts / f"generation_failures.rank{dist.rank:05d}.jsonl") as f:
+            for rec in failures:
+                f.append(rec)
+
+
+def _image_size(suite: Suite, size: int) -> tuple[int, int]:
+    return size, size
+
+
+def _call_generator(gen, batch: list[Request]) -> list[Any]:
+    try:
+        outs = gen.generate(batch)
+    except (UserError, GeneratorError):
+        raise
+    except Exception as e:
+        ids = ", ".join(f"{r.item.id}#{r.sample_index}" for r in batch[:4])
+        raise GeneratorError(f"generator {gen.kind} failed on {ids}: {type(e).__name__}: {e} "
+                             "(finished images are kept; rerun to resume)") from e
+    if outs is None or len(outs) != len(batch):
+        got = "None" if outs is None else len(outs)
+        raise GeneratorError(f"generator {gen.kind} returned {got} images for {len(batch)} prompts")
+    return list(outs)
+
+
+def _save_sample(rd: RunDir, r: Request, img: Any, settings: dict[str, Any], *, check_size: bool) -> dict[str, Any]:
+    if isinstance(img, (str, Path)):
+        path = Path(img)
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+        image_ref = str(path)
+    else:
+        pil = _to_pil(img, r)
+        w, h = pil.size
+        if check_size and (w, h) != (r.width, r.height):
+            raise GeneratorError(f"generator returned a {w}x{h} image for prompt {r.item.id} sample "
+                                 f"{r.sample_index}; the suite asks for {r.width}x{r.height}")
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        data = buf.getvalue()
+        path = rd.image_path(r.item.id, r.sample_index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OSError(f"cannot save {path} ({e.strerror or e}); free space and rerun to resume") from e
+        image_ref = rd.rel(path)
+    return {
+        "prompt_id": r.item.id, "sample_index": r.sample_index, "seed": r.seed, "prompt": r.item.prompt,
+        "category": r.item.category, "generation": settings, "image": image_ref,
+        "sha256": hashlib.sha256(data).hexdigest(), "width": w, "height": h,
+    }
+
+
+def _to_pil(img: Any, r: Request) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img.convert("RGB")
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu()
+        if t.dim() != 3 or t.shape[0] != 3:
+            raise GeneratorError(f"generator returned a tensor of shape {tuple(t.shape)} for prompt {r.item.id}; "
+                                 "expected [3,H,W]")
+        if t.dtype != torch.uint8:
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        return Image.fromarray(t.permute(1, 2, 0).numpy())
+    if isinstance(img, np.ndarray):
+        return Image.fromarray(img.astype(np.uint8)).convert("RGB")
+    raise GeneratorError(f"generator returned a {type(img).__name__} for prompt {r.item.id}; expected a PIL "
+                         "image, a [3,H,W] tensor or a path")
+
+
+# -- scoring -----------------------------------------------------------------------------------------
+def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric, cfg: EvalConfig, dist: Dist,
+                device: str, show: bool) -> None:
+    samples, _ = rd.samples_done()
+    scored, problems = rd.scores_done(m.name)
+    for p in problems:
+        rd.log("repair", message=p)
+    my_ids = {it.id for it in mine}
+    meta = {it.id: it.metadata for it in mine}
+    pending = [s for k, s in sorted(samples.items()) if k[0] in my_ids and k not in scored]
+    if not pending:
+        return
+    import metrics as M
+    from tqdm import tqdm
+
+    try:
+        provider = M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                         weights_dir=cfg.weights_dir, **m.options)
+    except TypeError as e:
+        raise UserError(f"metric {m.name}: unsupported options {m.options} ({e})") from e
+    if dist.is_main:
+        prov = rd.root / "scores" / f"{m.name}.provenance.json"
+        prov.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(prov, provider.provenance())
+    bar = tqdm(total=len(pending), desc=f"score {m.name}", unit="img", disable=not show, file=sys.stderr)
+    with JsonlAppender(rd.score_part(m.name, dist.rank)) as log:
+        for start in range(0, len(pending), cfg.batch_size):
+            batch = pending[start : start + cfg.batch_size]
+            for rec in _score_batch(provider, rd, batch, meta):
+                log.append(rec)
+            bar.update(len(batch))
+    bar.close()
+
+
+def _score_batch(provider, rd: RunDir, batch: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    paths = [str(rd.resolve_image(s["image"])) for s in batch]
+    prompts = [s["prompt"] for s in batch]
+    metadata = [meta.get(s["prompt_id"]) or {} for s in batch]
+    try:
+        scores = provider.score(paths, prompts, metadata)
+        return [{"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
+                for s, v, d in zip(batch, scores.tolist(), scores.details, strict=True)]
+    except Exception as e:
+        if len(batch) == 1:
+            s = batch[0]
+            return [{"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": None,
+                     "details": {}, "error": f"{s['image']}: {type(e).__name__}: {e}"}]
+        return [r for s in batch for r in _score_batch(provider, rd, [s], meta)]
+
+
+# -- results -----------------------------------------------------------------------------------------
+def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, metrics_: list[SuiteMetric],
+                  cfg: EvalConfig, dist: Dist, *, timing: dict[str, float]) -> dict[str, Any]:
+    from harness.rundir import read_jsonl
+
+    category_of = {it.id: it.category for it in items}
+    samples, _ = read_jsonl(rd.samples_path)
+    gen_failures = []
+    for f in sorted(rd.root.glob("parts/generation_failures.rank*.jsonl")):
+        gen_failures += read_jsonl(f)[0]
+    out_metrics = {}
+    for m in metrics_:
+        records, _ = read_jsonl(rd.scores_path(m.name))
+        res = aggregate_metric(records, category_of, aggregation=m.aggregation, categories=suite.categories,
+                               n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
+        res["primary"] = m.primary
+        res["options"] = m.options
+        res["n_expected"] = len(items) * ipp
+        res["errors"] = [r["error"] for r in records if r.get("error")][:50]
+        prov = rd.root / "scores" / f"{m.name}.provenance.json"
+        res["provenance"] = json.loads(prov.read_text()) if prov.exists() else None
+        out_metrics[m.name] = res
+    primary = next((m.name for m in metrics_ if m.primary), metrics_[0].name)
+    return {
+        "format_version": 1,
+        "suite": {"name": suite.name, "version": suite.version, "hash": suite.suite_hash(),
+                  "n_prompts": len(items), "images_per_prompt": ipp, "categories": suite.categories},
+        "generator": samples[0]["generation"] if samples else {"generator": parse_spec(cfg.generator)[0]},
+        "seed": cfg.seed,
+        "primary_metric": primary,
+        "metrics": out_metrics,
+        "n_samples": len(samples),
+        "generation_failures": [f["error"] for f in gen_failures],
+        "environment": environment(dist),
+        "timing": timing,
+    }
+
+
+def environment(dist: Dist) -> dict[str, Any]:
+    from paintbench import __version__
+
+    hw: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"paintbench": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            "git_commit": git_commit(), "hardware": hw, "world_size": dist.world_size}
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,35 @@
+"""Generators by name. A spec is `KIND[:ARG]`, e.g. `folder:DIR`, `diffusers:PATH`,
+`python:module:function`, `policy:CHECKPOINT`, `shapes-oracle`. Classes are imported lazily."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+from paintbench.errors import UserError
+
+GENERATORS: dict[str, str] = {
+    "folder": "harness.generators.folder:FolderGenerator",
+    "diffusers": "harness.generators.diffusers:DiffusersGenerator",
+    "python": "harness.generators.python:PythonGenerator",
+    "policy": "harness.generators.policy:PolicyGenerator",
+    "shapes-oracle": "harness.generators.shapes:ShapesOracleGenerator",
+    "shapes-random": "harness.generators.shapes:ShapesRandomGenerator",
+}
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    kind, sep, arg = spec.partition(":")
+    return kind, (arg if sep else None)
+
+
+def make_generator(spec: str, options: dict[str, Any], suite, *, device: str = "cpu"):
+    kind, arg = parse_spec(spec)
+    if kind not in GENERATORS:
+        close = difflib.get_close_matches(kind, list(GENERATORS), n=2, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UserError(f"unknown generator {kind!r}{hint} Available: {', '.join(GENERATORS)}")
+    module, _, attr = GENERATORS[kind].partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    return cls(arg, options, suite, device=device)

@@ -1,0 +1,92 @@
+"""Reading run directories back: results tables and paired comparisons of two runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.aggregate import compare_metric
+from harness.rundir import RunDir, read_jsonl
+from paintbench.errors import UserError
+
+
+def load_results(run: str | Path) -> dict[str, Any]:
+    path = RunDir(run).results_path
+    if not path.exists():
+        raise UserError(f"{run}: no results.json (is the run finished? rerun the same `paintbench eval` to resume)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt(x: float | None, pct: bool) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:.2f}" if pct else f"{x:.4f}"
+
+
+def format_results(results: dict[str, Any]) -> str:
+    suite = results["suite"]
+    lines = [f"suite {suite['name']} v{suite['version']}: {suite['n_prompts']} prompts x "
+             f"{suite['images_per_prompt']} images; generator {results['generator'].get('generator')}"]
+    for name, m in results["metrics"].items():
+        pct = m.get("options", {}).get("mode") == "correct"
+        conf = int(round(100 * m.get("confidence", 0.95)))
+        star = " (primary)" if m.get("primary") else ""
+        lo, hi = m["ci"]
+        unit = " %" if pct else ""
+        lines.append(f"\n{name}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"
+                     f"  n={m['n_samples']} images / {m['n_prompts']} prompts ({m['aggregation']})"
+                     + (f", {m['n_failed']} failed" if m.get("n_failed") else ""))
+        for cat, c in m.get("categories", {}).items():
+            clo, chi = c["ci"]
+            lines.append(f"  {cat:<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
+                         f"n={c['n_samples']}")
+    if results.get("generation_failures"):
+        lines.append(f"\n{len(results['generation_failures'])} image(s) could not be generated or found:")
+        lines += [f"  {e}" for e in results["generation_failures"][:10]]
+    return "\n".join(lines)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | None = None,
+                 n_resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    ra, rb = load_results(run_a), load_results(run_b)
+    da, db = RunDir(run_a), RunDir(run_b)
+    shared_metrics = [m for m in ra["metrics"] if m in rb["metrics"] and (not metrics or m in metrics)]
+    if not shared_metrics:
+        raise UserError(f"{run_a} and {run_b} share no metric{' among ' + ', '.join(metrics) if metrics else ''}")
+    # prompts are matched by id AND text, so runs of different suite versions never pair wrong prompts
+    pa = _prompts(da)
+    pb = _prompts(db)
+    same = {pid for pid in set(pa) & set(pb) if pa[pid][0] == pb[pid][0]}
+    out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "same_suite": ra["suite"]["hash"] == rb["suite"]["hash"],
+                           "direction": "difference = B - A", "metrics": {}}
+    for m in shared_metrics:
+        agg = ra["metrics"][m]["aggregation"]
+        recs_a = [r for r in read_jsonl(da.scores_path(m))[0] if r["prompt_id"] in same]
+        recs_b = [r for r in read_jsonl(db.scores_path(m))[0] if r["prompt_id"] in same]
+        category_of = {p: pa[p][1] for p in same}
+        res = compare_metric(recs_a, recs_b, category_of, aggregation=agg, n_resamples=n_resamples, seed=seed)
+        res["a"] = ra["metrics"][m]["value"]
+        res["b"] = rb["metrics"][m]["value"]
+        res["version_a"] = (ra["metrics"][m].get("provenance") or {}).get("version")
+        res["version_b"] = (rb["metrics"][m].get("provenance") or {}).get("version")
+        out["metrics"][m] = res
+    return out
+
+
+def _prompts(rd: RunDir) -> dict[str, tuple[str, str | None]]:
+    return {r["prompt_id"]: (r["prompt"], r.get("category")) for r in read_jsonl(rd.samples_path)[0]}
+
+
+def format_comparison(cmp: dict[str, Any]) -> str:
+    lines = [f"A = {cmp['run_a']}\nB = {cmp['run_b']}\n{cmp['direction']}"
+             + ("" if cmp["same_suite"] else "  (different suite hashes: compared on prompts with equal id and text)")]
+    for m, r in cmp["metrics"].items():
+        lo, hi = r["low"], r["high"]
+        conf = int(round(100 * r["confidence"]))
+        lines.append(f"{m}: A {r['a']:.4f}  B {r['b']:.4f}  diff {r['difference']:+.4f} "
+                     f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  p={r['p_value']:.4g}  shared prompts {r['n_shared']}"
+                     + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
+        if r.get("version_a") != r.get("version_b"):
+            lines.append(f"  warning: metric versions differ ({r['version_a']} vs {r['version_b']})")
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""The run directory: what a benchmark run leaves on disk, written so that it can always resume.
+
+```
+RUN/
+  config.yaml              resolved configuration (suite + hash, generator + settings, metrics, seed)
+  samples.jsonl            one record per (prompt_id, sample_index), sorted: seed, prompt, settings,
+                           image path and sha256
+  scores/<metric>.jsonl    one record per sample: value (null on error), details, error
+  results.json             per metric and category: value, CI, n; versions, weights, hardware, timing
+  images/<prompt_id>/<k>.png
+  parts/                   append-only logs written while the run is in progress, one per rank
+  log.jsonl                events with timestamps and process ids (kept out of the records)
+```
+
+Records carry no timestamps or process ids, so two runs of one configuration give identical files.
+Appends are atomic in the way that matters: each record is one `write()` of one line on an O_APPEND
+descriptor, flushed to disk; a process killed mid-write leaves at most a torn last line, which the
+next reader detects (no newline, or not JSON) and drops, so that sample is simply done again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paintbench.errors import UserError
+
+FORMAT_VERSION = 1
+Key = tuple[str, int]
+
+
+def sample_key(rec: dict[str, Any]) -> Key:
+    return (str(rec["prompt_id"]), int(rec["sample_index"]))
+
+
+class JsonlAppender:
+    """Append-only JSONL with whole-line atomic appends."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self.fsync = fsync
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_torn_tail(path)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        written = os.write(self._fd, line)
+        if written != len(line):  # a short write (disk full): make the line detectably torn, then fail
+            raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes); disk full?")
+        if self.fsync:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def repair_torn_tail(path: Path) -> bool:
+    """Cut a last line that has no newline (a write interrupted by a kill). True if something was cut."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return False
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+    return True
+
+
+def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Valid records of a JSONL file, and one message per line that is not (torn or corrupt).
+    Corrupt lines are reported and skipped: their samples count as not done and are redone."""
+    if not path.exists():
+        return [], []
+    records, problems = [], []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn_tail = not raw.endswith(b"\n") and raw != b""
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if torn_tail and i == len(lines):
+            problems.append(f"{path}:{i}: torn last line (interrupted write), will be redone")
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+            records.append(rec)
+        except (ValueError, UnicodeDecodeError) as e:
+            problems.append(f"{path}:{i}: corrupt line skipped ({e}); its sample will be redone")
+    return records, problems
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.root / "samples.jsonl"
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def parts(self) -> Path:
+        return self.root / "parts"
+
+    def scores_path(self, metric: str) -> Path:
+        return self.root / "scores" / f"{metric}.jsonl"
+
+    def image_path(self, prompt_id: str, sample_index: int) -> Path:
+        safe = prompt_id.replace("/", "__")
+        return self.root / "images" / safe / f"{sample_index:05d}.png"
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def resolve_image(self, image: str) -> Path:
+        p = Path(image)
+        return p if p.is_absolute() else self.root / p
+
+    # configuration
+    def prepare(self, config: dict[str, Any], *, identity: dict[str, Any]) -> None:
+        """Create the run directory, or check that an existing one was made by the same configuration
+        (`identity`: the settings that determine the samples and scores)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.config_path.exists():
+            old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            if old.get("identity") != identity:
+                diffs = sorted(k for k in set(identity) | set(old.get("identity", {}))
+                               if identity.get(k) != old.get("identity", {}).get(k))
+                raise UserError(f"{self.root} holds a run with a different configuration (differs in: "
+                                f"{', '.join(diffs)}); use another --out, or the same settings to resume")
+            return
+        doc = {"format_version": FORMAT_VERSION, "identity": identity, **config}
+        tmp = self.config_path.with_name("config.yaml.tmp")
+        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        os.replace(tmp, self.config_path)
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.config_path.exists():
+            raise UserError(f"{self.root}: not a paintbench run directory (no config.yaml)")
+        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+
+    # parts: in-progress logs
+    def sample_part(self, rank: int) -> Path:
+        return self.parts / f"samples.rank{rank:05d}.jsonl"
+
+    def score_part(self, metric: str, rank: int) -> Path:
+        return self.parts / f"scores.{metric}.rank{rank:05d}.jsonl"
+
+    def _collect(self, merged: Path, pattern: str) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+        done: dict[Key, dict[str, Any]] = {}
+        problems: list[str] = []
+        files = [merged, *sorted(self.parts.glob(pattern))] if self.parts.exists() else [merged]
+        for f in files:
+            recs, probs = read_jsonl(f)
+            problems += probs
+            for r in recs:
+                try:
+                    done[sample_key(r)] = r
+                except (KeyError, TypeError, ValueError):
+                    problems.append(f"{f}: a record without prompt_id/sample_index was skipped")
+        return done, problems
+
+    def samples_done(self) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+        """Generated samples whose image file still exists (a deleted image is generated again)."""
+        done, problems = self._collect(self.samples_path, "samples.rank*.jsonl")
+        kept = {}
+        for k, r in done.items():
+            if self.resolve_image(r["image"]).exists():
+                kept[k] = r
+            else:
+                problems.append(f"{r['image']}: image file is missing; sample {k} will be redone")
+        return kept, problems
+
+    def scores_done(self, metric: str) -> tuple[dict[Key, dict[str, Any]], list[str]]:
+        return self._collect(self.scores_path(metric), f"scores.{metric}.rank*.jsonl")
+
+    def drop_scores(self, metric: str) -> None:
+        """Forget every score of `metric` (for --rescore)."""
+        self.scores_path(metric).unlink(missing_ok=True)
+        if self.parts.exists():
+            for f in self.parts.glob(f"scores.{metric}.rank*.jsonl"):
+                f.unlink()
+
+    # merging
+    def merge(self, order: list[Key], metrics: Iterable[str]) -> None:
+        """Write the sorted, canonical `samples.jsonl` and `scores/<metric>.jsonl` from everything
+        recorded so far, then drop the parts they came from."""
+        samples, _ = self.samples_done()
+        _write_sorted(self.samples_path, samples, order)
+        for m in metrics:
+            scores, _ = self.scores_done(m)
+            _write_sorted(self.scores_path(m), scores, order)
+        if self.parts.exists():
+            for pattern in ("samples.rank*.jsonl", "scores.*.rank*.jsonl"):
+                for f in self.parts.glob(pattern):
+                    f.unlink()
+
+    def log(self, event: str, **fields: Any) -> None:
+        rec = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "event": event, **fields}
+        with open(self.root / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+
+
+def _write_sorted(path: Path, records: dict[Key, dict[str, Any]], order: list[Key]) -> None:
+    rank = {k: i for i, k in enumerate(order)}
+    keys = sorted(records, key=lambda k: (rank.get(k, len(rank)), k))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for k in keys:
+            f.write(json.dumps(records[k], ensure_ascii=False, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def iter_records(path: Path) -> Iterator[dict[str, Any]]:
+    recs, problems = read_jsonl(path)
+    if problems:
+        raise UserError("; ".join(problems))
+    yield from recs

@@ -1,0 +1,270 @@
+"""Benchmark suites as data: a small YAML names the prompts, the sampling and the metrics.
+
+A suite file holds: `name`, `version`, `description`; `prompts` (where they come from: an official URL
+with its sha256, downloaded once into the data cache, a Hugging Face dataset, a local file, or a
+built-in generator function); `images_per_prompt`, `image_size`, optional `grid` (DPG: 2x2 tiles per
+prompt image); optional `categories` (report order); and `metrics`, each with an `aggregation`
+(`mean` over images, or `macro` = unweighted mean of per-category means, as GenEval's Overall), an
+optional `primary: true` and provider `options`.
+
+Shipped suites live in `harness/suites/`; `--include-path DIR` adds a user's own. The data cache is
+`$PAINTBENCH_DATA` (default `~/.cache/paintbench/data`); tests point it at `../shared/data`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import json
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from paintbench.errors import UserError
+
+SHIPPED = Path(__file__).parent / "suites"
+ENV_DATA = "PAINTBENCH_DATA"
+AGGREGATIONS = ("mean", "macro")
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a suite. `id` is stable across runs and machines (it keys seeds and resume)."""
+
+    id: str
+    prompt: str
+    category: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SuiteMetric:
+    name: str
+    aggregation: str = "mean"
+    primary: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    name: str
+    version: int | str
+    description: str
+    prompts: dict[str, Any]
+    metrics: list[SuiteMetric]
+    images_per_prompt: int = 1
+    image_size: int = 512
+    grid: dict[str, int] | None = None
+    categories: list[str] | None = None
+    path: Path | None = None
+
+    @property
+    def primary_metric(self) -> str:
+        for m in self.metrics:
+            if m.primary:
+                return m.name
+        return self.metrics[0].name
+
+    @cached_property
+    def items(self) -> list[PromptItem]:
+        return load_prompts(self)
+
+    def suite_hash(self) -> str:
+        """sha256 over the suite definition and its prompts: two runs with equal hashes asked for the same."""
+        h = hashlib.sha256()
+        definition = {k: v for k, v in self.to_dict().items() if k != "path"}
+        h.update(json.dumps(definition, sort_keys=True).encode())
+        for it in self.items:
+            h.update(json.dumps([it.id, it.prompt, it.category, it.metadata], sort_keys=True).encode())
+        return h.hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "description": self.description,
+            "prompts": self.prompts, "images_per_prompt": self.images_per_prompt, "image_size": self.image_size,
+            "grid": self.grid, "categories": self.categories,
+            "metrics": [{"name": m.name, "aggregation": m.aggregation, "primary": m.primary, "options": m.options}
+                        for m in self.metrics],
+        }
+
+
+REQUIRED = ("name", "version", "prompts", "metrics")
+
+
+def parse_suite(data: dict[str, Any], path: Path | None = None) -> Suite:
+    where = str(path) if path else "suite"
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: a suite file must be a mapping")
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise UserError(f"{where}: missing required field(s) {', '.join(missing)}")
+    known = set(REQUIRED) | {"description", "images_per_prompt", "image_size", "grid", "categories"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if not isinstance(data["prompts"], dict) or "format" not in data["prompts"]:
+        raise UserError(f"{where}: `prompts` must be a mapping with a `format`")
+    metrics_ = []
+    if not isinstance(data["metrics"], list) or not data["metrics"]:
+        raise UserError(f"{where}: `metrics` must be a non-empty list")
+    for i, m in enumerate(data["metrics"]):
+        if isinstance(m, str):
+            m = {"name": m}
+        if not isinstance(m, dict) or "name" not in m:
+            raise UserError(f"{where}: metrics[{i}] needs a `name`")
+        agg = m.get("aggregation", "mean")
+        if agg not in AGGREGATIONS:
+            raise UserError(f"{where}: metrics[{i}] aggregation {agg!r} is not one of {AGGREGATIONS}")
+        metrics_.append(SuiteMetric(name=m["name"], aggregation=agg, primary=bool(m.get("primary", False)),
+                                    options=dict(m.get("options") or {})))
+    ipp = int(data.get("images_per_prompt", 1))
+    if ipp < 1:
+        raise UserError(f"{where}: images_per_prompt must be >= 1")
+    return Suite(
+        name=str(data["name"]), version=data["version"], description=str(data.get("description", "")),
+        prompts=dict(data["prompts"]), metrics=metrics_, images_per_prompt=ipp,
+        image_size=int(data.get("image_size", 512)), grid=data.get("grid"),
+        categories=data.get("categories"), path=path,
+    )
+
+
+# -- the registry of suites ----------------------------------------------------------------------------
+def suite_files(include_paths: list[str | Path] | None = None) -> dict[str, Path]:
+    """name -> YAML file; user include paths override shipped suites of the same name."""
+    found: dict[str, Path] = {}
+    for folder in [SHIPPED, *(Path(p) for p in include_paths or [])]:
+        if not folder.is_dir():
+            raise UserError(f"{folder}: include path is not a folder")
+        for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+            try:
+                name = (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("name", f.stem)
+            except yaml.YAMLError as e:
+                raise UserError(f"{f}: not valid YAML ({e})") from e
+            found[str(name)] = f
+    return found
+
+
+def load_suite(name_or_path: str, include_paths: list[str | Path] | None = None) -> Suite:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return parse_suite(yaml.safe_load(p.read_text(encoding="utf-8")), p)
+    files = suite_files(include_paths)
+    if name_or_path not in files:
+        close = difflib.get_close_matches(name_or_path, list(files), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise UserError(f"unknown suite {name_or_path!r}{hint} Available: {', '.join(sorted(files))}")
+    f = files[name_or_path]
+    return parse_suite(yaml.safe_load(f.read_text(encoding="utf-8")), f)
+
+
+# -- prompts -------------------------------------------------------------------------------------------
+def data_dir() -> Path:
+    return Path(os.environ.get(ENV_DATA, "~/.cache/paintbench/data")).expanduser()
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch_source(src: dict[str, Any], suite: str) -> Path:
+    """The prompt file of a suite: a local `path`, or `cache_path` in the data cache (downloaded from
+    `url` once, then checked against `sha256`)."""
+    if "path" in src:
+        p = Path(src["path"]).expanduser()
+        if not p.exists():
+            raise UserError(f"suite {suite}: prompt file {p} does not exist")
+        return p
+    target = data_dir() / src["cache_path"]
+    if not target.exists():
+        if src.get("url"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            try:
+                urllib.request.urlretrieve(src["url"], part)
+            except OSError as e:
+                raise UserError(f"suite {suite}: cannot download {src['url']} into {target} ({e}); "
+                                f"place the file there by hand, or set {ENV_DATA}") from e
+            os.replace(part, target)
+        elif src.get("hf_dataset"):
+            _fetch_hf_dataset(src, target, suite)
+        else:
+            how = src.get("how_to_get", "")
+            raise UserError(f"suite {suite}: prompt file {target} is missing. {how}".strip())
+    if src.get("sha256") and target.is_file():
+        got = sha256_of(target)
+        if got != src["sha256"]:
+            raise UserError(f"suite {suite}: {target} has sha256 {got}, expected {src['sha256']} "
+                            "(a different version of the prompts; delete it to download again)")
+    return target
+
+
+def _fetch_hf_dataset(src: dict[str, Any], target: Path, suite: str) -> None:
+    from huggingface_hub import hf_hub_download
+
+    target.mkdir(parents=True, exist_ok=True)
+    for f in src.get("files", []):
+        try:
+            got = hf_hub_download(src["hf_dataset"], f, repo_type="dataset")
+        except Exception as e:
+            raise UserError(f"suite {suite}: cannot get {f} from the dataset {src['hf_dataset']} ({e}); "
+                            f"place it at {target / Path(f).name}") from e
+        (target / Path(f).name).write_bytes(Path(got).read_bytes())
+
+
+def load_prompts(suite: Suite) -> list[PromptItem]:
+    src = suite.prompts
+    fmt = src["format"]
+    if fmt == "builtin":
+        module, _, attr = src["function"].partition(":")
+        records = getattr(importlib.import_module(module), attr)(**(src.get("args") or {}))
+        return [_geneval_item(i, r) for i, r in enumerate(records)]
+    path = fetch_source(src, suite.name)
+    if fmt == "geneval-metadata":
+        return [_geneval_item(i, r) for i, r in enumerate(_read_jsonl(path))]
+    if fmt == "jsonl":
+        id_field = src.get("id_field", "id")
+        items = []
+        for i, r in enumerate(_read_jsonl(path)):
+            if "prompt" not in r:
+                raise UserError(f"{path}: line {i + 1} has no `prompt`")
+            items.append(PromptItem(id=str(r.get(id_field, f"{i:05d}")), prompt=str(r["prompt"]),
+                                    category=r.get(src.get("category_field", "category")), metadata=r))
+        _check_unique(items, path)
+        return items
+    if fmt == "hpdv2":
+        items = []
+        for f in src["files"]:
+            style = Path(f).stem
+            prompts = json.loads((path / Path(f).name).read_text(encoding="utf-8"))
+            items += [PromptItem(id=f"{style}/{j:05d}", prompt=str(p), category=style) for j, p in enumerate(prompts)]
+        return items
+    raise UserError(f"suite {suite.name}: unknown prompt format {fmt!r}")
+
+
+def _geneval_item(i: int, rec: dict[str, Any]) -> PromptItem:
+    return PromptItem(id=f"{i:05d}", prompt=rec["prompt"], category=rec.get("tag"), metadata=rec)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: malformed JSON ({e})") from e
+    return out
+
+
+def _check_unique(items: list[PromptItem], path: Path) -> None:
+    seen: set[str] = set()
+    for it in items:
+        if it.id in seen:
+            raise UserError(f"{path}: duplicate prompt id {it.id!r}")
+        seen.add(it.id)
