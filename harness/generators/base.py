@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from harness.suite import PromptItem, Suite
+from paintbench.errors import UserError
 
 GeneratedImage = Image.Image | torch.Tensor | Path
 
@@ -51,5 +52,6 @@ class Generator(ABC):
         """One image per request, in order."""
 
 
-class GeneratorError(RuntimeError):
-    """A generator misbehaved (wrong count, wrong size, crashed); the run stays resumable."""
+class GeneratorError(UserError):
+    """A generator misbehaved (wrong count, wrong size, crashed); reported as one clear line, and the
+    run stays resumable (finished images are kept)."""

@@ -30,6 +30,12 @@ def config_from_args(args: argparse.Namespace):
     from harness.evaluate import EvalConfig
 
     base = load_yaml(args.config) if args.config else {}
+    if args.rescore:  # start from the run's own settings; flags given now (device, batch size...) win
+        from harness.rundir import RunDir
+
+        if not args.out:
+            raise UserError("--rescore needs --out RUN (an existing run directory)")
+        base = {**RunDir(args.out).read_config().get("eval", {}), **base}
     flags = {k: v for k, v in vars(args).items()
              if k in EvalConfig.__dataclass_fields__ and v is not None}
     if args.suite:
@@ -53,14 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from harness.report import format_results
 
     cfg = config_from_args(args)
-    if args.rescore and not cfg.generator:
-        from harness.rundir import RunDir
-
-        old = RunDir(cfg.out).read_config().get("eval", {})
-        cfg.generator = old.get("generator", "")
-        cfg.generator_options = old.get("generator_options", {})
-        cfg.seed = old.get("seed", cfg.seed)
-        cfg.suite = cfg.suite or old.get("suite", "")
     results = run_eval(cfg, rescore=args.rescore)
     if results is not None:
         print(format_results(results))

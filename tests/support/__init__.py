@@ -1,0 +1,1 @@
+"""Importable helpers for tests that run paintbench in subprocesses (generators, plugins)."""

@@ -1,0 +1,227 @@
+"""Benchmark runs end to end on the shapes world: results, determinism, resume after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.evaluate import EvalConfig, run_eval
+from harness.rundir import RunDir, read_jsonl
+from paintbench.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, "-m", "paintbench", *args], capture_output=True, text=True, env=e, cwd=REPO)
+    if check and out.returncode != 0:
+        raise AssertionError(f"paintbench {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def stable(run: Path) -> dict:
+    """What must be identical between two runs of one configuration (no timings, hosts, paths)."""
+    results = json.loads((run / "results.json").read_text())
+    return {
+        "metrics": {m: {k: v for k, v in r.items() if k != "provenance"} for m, r in results["metrics"].items()},
+        "suite": results["suite"],
+        "samples": (run / "samples.jsonl").read_text(),
+        "scores": {p.name: p.read_text() for p in sorted((run / "scores").glob("*.jsonl"))},
+    }
+
+
+def test_oracle_scores_near_one_and_random_near_chance(tmp_path):
+    oracle = run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "o"),
+                                 progress=False, n_resamples=2000))
+    rand = run_eval(EvalConfig(suite="shapes", generator="shapes-random", out=str(tmp_path / "r"),
+                               progress=False, n_resamples=2000))
+    o, r = oracle["metrics"]["shapes-geneval"], rand["metrics"]["shapes-geneval"]
+    assert o["value"] >= 0.95
+    assert r["value"] < 0.3
+    assert o["ci"][0] <= o["value"] <= o["ci"][1] and r["ci"][0] <= r["value"] <= r["ci"][1]
+    assert r["ci"][1] < o["ci"][0]  # the suite's range is visibly meaningful
+    assert set(o["categories"]) == {"single_object", "two_object", "counting", "colors", "position", "color_attr"}
+    # macro aggregation: overall is the unweighted mean of the category values
+    cats = [c["value"] for c in r["categories"].values()]
+    assert r["value"] == pytest.approx(sum(cats) / len(cats), abs=1e-12)
+    assert r["n_samples"] == len(RunDir(tmp_path / "r").samples_path.read_text().splitlines())
+    for key in ("paintbench", "torch", "git_commit", "hardware"):
+        assert key in oracle["environment"]
+    assert oracle["suite"]["hash"] == rand["suite"]["hash"]
+
+
+def test_two_runs_give_identical_records(tmp_path):
+    for name in ("a", "b"):
+        run_eval(EvalConfig(suite="shapes", generator="shapes-random", out=str(tmp_path / name), limit=12,
+                            seed=3, progress=False, n_resamples=500, batch_size=7 if name == "a" else 32))
+    assert stable(tmp_path / "a") == stable(tmp_path / "b")  # batch size does not matter either
+    for line in (tmp_path / "a" / "samples.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert not {"time", "pid", "host", "rank"} & set(rec)
+
+
+def _kill_when(proc: subprocess.Popen, path_glob: str, root: Path, min_lines: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        n = sum(len(p.read_bytes().splitlines()) for p in root.glob(path_glob))
+        if n >= min_lines:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run finished before it could be killed:\n{proc.stderr.read()}")
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("timed out waiting for progress")
+
+
+@pytest.mark.slow
+def test_sigkill_during_generation_and_scoring_then_resume(tmp_path):
+    args = ["eval", "shapes", "--generator", "python:tests.support.slow:slow_oracle", "--metrics", "slow-shapes",
+            "--limit", "20", "--batch-size", "4", "--gen-opt", "batch_size=4", "--no-progress", "--n-resamples", "500"]
+    env = {**os.environ, "PAINTBENCH_PLUGINS": "tests.support.slow", "PAINTBENCH_TEST_DELAY": "0.03",
+           "PYTHONPATH": str(REPO)}
+    run = tmp_path / "killed"
+
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "paintbench", *args, "--out", str(run)], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    _kill_when(start(), "parts/samples.rank*.jsonl", run, 20)  # mid-generation
+    part = run / "parts" / "samples.rank00000.jsonl"
+    n_before = len(part.read_text().splitlines())
+    assert 20 <= n_before < 80
+    with open(part, "ab") as f:  # and a torn last line, as a kill during a write leaves it
+        f.write(b'{"prompt_id": "000')
+    _kill_when(start(), "parts/scores.slow-shapes.rank*.jsonl", run, 10)  # mid-scoring
+    assert not (run / "results.json").exists()
+    done = start()
+    _, err = done.communicate(timeout=300)
+    assert done.returncode == 0, err
+    reference = tmp_path / "straight"
+    cli(*args, "--out", str(reference), env=env)
+    assert stable(run) == stable(reference)
+    samples = read_jsonl(run / "samples.jsonl")[0]
+    keys = [(s["prompt_id"], s["sample_index"]) for s in samples]
+    assert len(keys) == len(set(keys)) == 80  # nothing lost, nothing duplicated
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "repair" for e in log)
+
+
+def test_resume_skips_finished_work_and_redoes_deleted_images(tmp_path):
+    cfg = EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=5, progress=False,
+                     n_resamples=200)
+    run_eval(cfg)
+    before = stable(tmp_path / "r")
+    img = tmp_path / "r" / "images" / "00002" / "00001.png"
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "r" / "images").rglob("*.png") if p != img}
+    img.unlink()
+    run_eval(cfg)
+    assert img.exists()
+    assert stable(tmp_path / "r") == before
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # nothing else regenerated
+
+
+def test_corrupt_line_in_samples_is_reported_and_redone(tmp_path):
+    cfg = EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=4, progress=False,
+                     n_resamples=200)
+    run_eval(cfg)
+    before = stable(tmp_path / "r")
+    path = tmp_path / "r" / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    lines[3] = "{corrupt"
+    path.write_text("\n".join(lines) + "\n")
+    run_eval(cfg)
+    assert stable(tmp_path / "r") == before
+    log = (tmp_path / "r" / "log.jsonl").read_text()
+    assert "corrupt line" in log and "samples.jsonl:4" in log
+
+
+def test_changed_configuration_is_refused(tmp_path):
+    run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=2, progress=False,
+                        n_resamples=100))
+    with pytest.raises(UserError, match="different configuration.*seed"):
+        run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=2, seed=1,
+                            progress=False))
+
+
+def test_generator_misbehaviour_is_a_clear_error_and_the_run_stays_resumable(tmp_path):
+    out = cli("eval", "shapes", "--generator", "python:tests.support.slow:wrong_count", "--limit", "3",
+              "--out", str(tmp_path / "r"), "--no-progress", check=False)
+    assert out.returncode == 2 and re.search(r"returned \d+ images for \d+ prompts", out.stderr), out.stderr
+    assert "Traceback" not in out.stderr
+    out = cli("eval", "shapes", "--generator", "python:tests.support.slow:wrong_size", "--limit", "3",
+              "--out", str(tmp_path / "s"), "--no-progress", check=False)
+    assert out.returncode == 2 and "8x8 image" in out.stderr and "128x128" in out.stderr
+    out = cli("eval", "shapes", "--generator", "shapes-orcale", "--out", str(tmp_path / "t"), check=False)
+    assert out.returncode == 2 and "did you mean 'shapes-oracle'" in out.stderr
+    out = cli("eval", "shaeps", "--generator", "shapes-oracle", "--out", str(tmp_path / "u"), check=False)
+    assert out.returncode == 2 and "did you mean 'shapes'" in out.stderr
+
+
+def test_folder_generator_reads_geneval_layout_and_reports_missing_images(tmp_path):
+    # Write the oracle's images in GenEval's official folder layout, then benchmark that folder.
+    from harness.shapes.generators import OracleGenerator
+    from harness.suite import load_suite
+    from PIL import Image
+
+    items = load_suite("shapes").items[:6]
+    root = tmp_path / "geneval_layout"
+    for it in items:
+        (root / it.id / "samples").mkdir(parents=True)
+        (root / it.id / "metadata.jsonl").write_text(json.dumps(it.metadata) + "\n")
+        imgs = OracleGenerator().generate(None, [it.metadata] * 4, [1, 2, 3, 4])
+        for k, t in enumerate(imgs):
+            if (it.id, k) != (items[5].id, 3):  # one image missing
+                Image.fromarray(t.permute(1, 2, 0).numpy()).save(root / it.id / "samples" / f"{k:05d}.png")
+    res = run_eval(EvalConfig(suite="shapes", generator=f"folder:{root}", out=str(tmp_path / "r"), limit=6,
+                              progress=False, n_resamples=200))
+    m = res["metrics"]["shapes-geneval"]
+    assert m["value"] == 1.0 and m["n_samples"] == 23
+    assert len(res["generation_failures"]) == 1 and "00003.png" in res["generation_failures"][0]
+    samples = read_jsonl(tmp_path / "r" / "samples.jsonl")[0]
+    assert Path(samples[0]["image"]).is_absolute()  # referenced in place, not copied
+    # a metadata file that contradicts the suite is an error naming the file
+    (root / items[0].id / "metadata.jsonl").write_text(json.dumps({"prompt": "something else"}) + "\n")
+    res = run_eval(EvalConfig(suite="shapes", generator=f"folder:{root}", out=str(tmp_path / "r2"), limit=6,
+                              progress=False, n_resamples=200))
+    assert any("does not match" in e and "metadata.jsonl" in e for e in res["generation_failures"])
+
+
+def test_rescore_and_results_and_compare_commands(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "8", "--out", str(a), "--no-progress",
+        "--n-resamples", "300")
+    cli("eval", "shapes", "--generator", "shapes-random", "--limit", "8", "--out", str(b), "--no-progress",
+        "--n-resamples", "300")
+    before = stable(a)
+    scores = a / "scores" / "shapes-geneval.jsonl"
+    scores.write_text("")  # wreck the scores; --rescore recomputes them from the images
+    out = cli("eval", "--rescore", "shapes-geneval", "--out", str(a), "--no-progress", "--n-resamples", "300")
+    assert "shapes-geneval" in out.stdout
+    assert stable(a) == before
+    table = cli("results", str(a)).stdout
+    assert "shapes-geneval (primary): 100.00 %" in table and "two_object" in table
+    cmp = json.loads(cli("compare", str(a), str(b), "--json", "--n-resamples", "500").stdout)
+    r = cmp["metrics"]["shapes-geneval"]
+    assert r["difference"] < -0.5 and r["p_value"] < 0.05 and r["n_shared"] == 8
+    assert "permutation_p_value" in r
+
+
+def test_metric_options_reach_the_provider(tmp_path):
+    res = run_eval(EvalConfig(suite="shapes", generator="shapes-random", out=str(tmp_path / "r"), limit=10,
+                              progress=False, n_resamples=200, metric_options={"shapes-geneval": {"mode": "reward"}}))
+    m = res["metrics"]["shapes-geneval"]
+    assert m["options"]["mode"] == "reward"
+    values = [r["value"] for r in read_jsonl(tmp_path / "r" / "scores" / "shapes-geneval.jsonl")[0]]
+    assert any(0 < v < 1 for v in values)  # partial credit, not 0/1 correctness
