@@ -41,6 +41,7 @@ class EvalConfig:
     """Settings of `paintbench eval` (also readable from a YAML file with `--config`)."""
 
     suite: str = field(default="", metadata={"help": "suite name or YAML path", "cli": False})
+    name: str | None = field(default=None, metadata={"help": "display name of the model/run in reports (default: the run directory's name)"})
     generator: str = field(default="", metadata={"help": "KIND[:ARG]: folder:DIR, diffusers:PATH, python:mod:fn, policy:CKPT, shapes-oracle, shapes-random"})
     out: str = field(default="", metadata={"help": "run directory (created, or resumed when it exists)"})
     generator_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "generator options (--gen-opt key=value)", "cli": False})
@@ -333,6 +334,8 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
     primary = next((m.name for m in metrics_ if m.primary), metrics_[0].name)
     return {
         "format_version": 1,
+        "run_name": cfg.name or Path(cfg.out).resolve().name,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "suite": {"name": suite.name, "version": suite.version, "hash": suite.suite_hash(),
                   "n_prompts": len(items), "images_per_prompt": ipp, "categories": suite.categories},
         "generator": samples[0]["generation"] if samples else {"generator": parse_spec(cfg.generator)[0]},

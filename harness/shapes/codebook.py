@@ -144,12 +144,36 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, half_pixel: float) -> 
     raise ValueError(f"unknown shape {shape!r}")
 
 
+@lru_cache(maxsize=64)
+def glyph_masks(inner: int) -> np.ndarray:
+    """bool [len(SHAPES), inner, inner]: every shape rasterised to fill an inner×inner box exactly.
+
+    The raster depends only on `inner`, so the detector can build exact templates for any patch size.
+    Checks that each glyph touches all four sides of its box and that no two glyphs coincide.
+    """
+    if inner < 6:
+        raise ValueError(f"glyphs need an inner box of at least 6 px, got {inner}")
+    centres = (np.arange(inner) + 0.5) / inner * 2.0 - 1.0
+    v, u = np.meshgrid(centres, centres, indexing="ij")
+    out = np.zeros((len(SHAPES), inner, inner), dtype=bool)
+    for s, shape in enumerate(SHAPES):
+        glyph = _shape_mask(shape, u, v, 1.0 / inner)
+        rows, cols = np.flatnonzero(glyph.any(axis=1)), np.flatnonzero(glyph.any(axis=0))
+        if rows[0] != 0 or cols[0] != 0 or rows[-1] != inner - 1 or cols[-1] != inner - 1:
+            raise AssertionError(f"{shape} glyph does not fill its {inner}x{inner} box")
+        out[s] = glyph
+    if len({g.tobytes() for g in out}) != len(SHAPES):
+        raise AssertionError(f"two shape glyphs coincide at inner size {inner}")
+    out.setflags(write=False)
+    return out
+
+
 @dataclass(frozen=True)
 class Codebook:
     """The patch images of one patch size.
 
-    `patches` is uint8 [V, 3, P, P] (V = `NUM_TOKENS`), `masks` bool [len(SHAPES), P, P] (the glyph
-    of each shape inside its cell, margin included), `inner` the side of the inner box.
+    `patches` is uint8 [V, 3, P, P] (V = `NUM_TOKENS`); `masks` is bool [len(SHAPES), P, P], the glyph
+    of each shape inside its cell, margin included.
     """
 
     patch: int
@@ -161,33 +185,15 @@ class Codebook:
     def inner(self) -> int:
         return self.patch - 2 * self.margin
 
-    def inner_mask(self, shape: str) -> np.ndarray:
-        """The glyph mask of `shape` cropped to its (full) inner box."""
-        m = self.margin
-        return self.masks[SHAPES.index(shape), m:self.patch - m, m:self.patch - m]
-
 
 @lru_cache(maxsize=8)
 def codebook(patch: int = PATCH) -> Codebook:
-    """Build (once per patch size) the codebook; checks that glyphs are distinct and fill their box."""
+    """Build (once per patch size) the codebook of `patch`-px cells."""
     if patch < 8:
         raise ValueError(f"patch size must be >= 8 px to draw distinguishable glyphs, got {patch}")
     m = margin_for(patch)
-    inner = patch - 2 * m
-    centres = (np.arange(inner) + 0.5) / inner * 2.0 - 1.0
-    v, u = np.meshgrid(centres, centres, indexing="ij")
-    half_pixel = 1.0 / inner
     masks = np.zeros((len(SHAPES), patch, patch), dtype=bool)
-    for s, shape in enumerate(SHAPES):
-        glyph = _shape_mask(shape, u, v, half_pixel)
-        rows, cols = np.flatnonzero(glyph.any(axis=1)), np.flatnonzero(glyph.any(axis=0))
-        if rows[0] != 0 or cols[0] != 0 or rows[-1] != inner - 1 or cols[-1] != inner - 1:
-            raise AssertionError(f"{shape} glyph does not fill its {inner}x{inner} box at patch {patch}")
-        masks[s, m:patch - m, m:patch - m] = glyph
-    flat = masks.reshape(len(SHAPES), -1)
-    if len({row.tobytes() for row in flat}) != len(SHAPES):
-        raise AssertionError(f"two shape glyphs coincide at patch {patch}")
-
+    masks[:, m:patch - m, m:patch - m] = glyph_masks(patch - 2 * m)
     patches = np.empty((NUM_TOKENS, 3, patch, patch), dtype=np.uint8)
     patches[:] = np.asarray(BACKGROUND_RGB, dtype=np.uint8)[:, None, None]
     for s, shape in enumerate(SHAPES):
