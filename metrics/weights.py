@@ -231,6 +231,14 @@ def pick(
         explicit = weights.get(name)
     elif weights is not None and name == primary:
         explicit = weights
+    elif weights is not None:
+        # The other files of a provider are looked for next to its explicitly given main file first
+        # (ImageReward.pt beside med_config.json and bert-base-uncased/), then in the usual places.
+        folder = Path(weights).expanduser()
+        folder = folder if folder.is_dir() else folder.parent
+        sibling = folder / CATALOG[name].filename
+        if _present(sibling, CATALOG[name]):
+            return sibling
     return resolve(name, explicit=explicit, weights_dir=weights_dir)
 
 
