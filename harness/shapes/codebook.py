@@ -78,7 +78,7 @@ NUM_TOKENS = 1 + len(SHAPES) * len(COLOURS)
 
 
 def token_of(shape: str, colour: str) -> int:
-    """Token id of the glyph `colour` `shape` (raises `KeyError`-style `ValueError` on unknown names)."""
+    """Token id of the glyph `colour` `shape`; `ValueError` on names outside `SHAPES` / `COLOURS`."""
     try:
         s, c = SHAPES.index(shape), COLOURS.index(colour)
     except ValueError:

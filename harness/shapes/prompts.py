@@ -1,0 +1,176 @@
+"""The `shapes` suite: GenEval-style prompts over this world's shape classes, in GenEval's format.
+
+Records have GenEval's keys and meaning (`tag`, `include`, optional `exclude`, `prompt`; see
+djghosh13/geneval `prompts/create_prompts.py`), with the same six tags, phrasing, articles and plurals,
+the same colour list, counts 2-4 with an `exclude` clause of count N+1, and position clauses
+`position: [relation, 0]` meaning "this object is `relation` the object of include clause 0". So
+GenEval's `judge`, Flow-GRPO's `reward` and `summarize` read them unchanged.
+
+What differs from GenEval's generator, and why:
+
+- GenEval draws each tag's prompts with replacement and then drops duplicates, so a tag can end up
+  short and the set depends on the order of draws. Here each tag's space of distinct records is
+  enumerated in a fixed order and `n_per_tag` of them are drawn *without* replacement from a
+  per-tag generator seeded by (seed, tag). Records are therefore distinct, a tag's prompts do not
+  change when another tag's `n_per_tag` does, and a tag smaller than `n_per_tag` (single_object has
+  only one prompt per shape) is included whole, as GenEval does with its 80 classes.
+- There is no "person" class to exclude from colour prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.shapes.codebook import COLOURS, SHAPES
+
+TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+"""GenEval's tags, in GenEval's order."""
+
+POSITIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+NUMBERS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five")
+COUNTS: tuple[int, ...] = (2, 3, 4)
+
+DEFAULT_SEED = 43
+"""GenEval's own prompt seed."""
+
+DEFAULT_N_PER_TAG = 50
+
+
+def with_article(name: str) -> str:
+    """GenEval's article rule: "an" before a vowel letter, else "a"."""
+    return f"an {name}" if name[0] in "aeiou" else f"a {name}"
+
+
+def make_plural(name: str) -> str:
+    """GenEval's plural rule: "es" after a final "s", else "s"."""
+    return f"{name}es" if name.endswith("s") else f"{name}s"
+
+
+def _single_object(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {"tag": "single_object", "include": [{"class": s, "count": 1}], "prompt": f"a photo of {with_article(s)}"}
+        for s in shapes
+    ]
+
+
+def _two_object(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tag": "two_object",
+            "include": [{"class": a, "count": 1}, {"class": b, "count": 1}],
+            "prompt": f"a photo of {with_article(a)} and {with_article(b)}",
+        }
+        for a in shapes for b in shapes if a != b
+    ]
+
+
+def _counting(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tag": "counting",
+            "include": [{"class": s, "count": n}],
+            "exclude": [{"class": s, "count": n + 1}],
+            "prompt": f"a photo of {NUMBERS[n]} {make_plural(s)}",
+        }
+        for s in shapes for n in COUNTS
+    ]
+
+
+def _colors(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tag": "colors",
+            "include": [{"class": s, "count": 1, "color": c}],
+            "prompt": f"a photo of {with_article(c)} {s}",
+        }
+        for s in shapes for c in COLOURS
+    ]
+
+
+def _position(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    # GenEval's layout: clause 0 is the reference object B, clause 1 is A with position [rel, 0];
+    # the prompt reads "a photo of a A rel a B".
+    return [
+        {
+            "tag": "position",
+            "include": [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}],
+            "prompt": f"a photo of {with_article(a)} {rel} {with_article(b)}",
+        }
+        for a in shapes for b in shapes if a != b for rel in POSITIONS
+    ]
+
+
+def _color_attr(shapes: Sequence[str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "tag": "color_attr",
+            "include": [{"class": a, "count": 1, "color": ca}, {"class": b, "count": 1, "color": cb}],
+            "prompt": f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}",
+        }
+        for a in shapes for b in shapes if a != b for ca in COLOURS for cb in COLOURS if ca != cb
+    ]
+
+
+_SPACES = {
+    "single_object": _single_object,
+    "two_object": _two_object,
+    "counting": _counting,
+    "colors": _colors,
+    "position": _position,
+    "color_attr": _color_attr,
+}
+
+
+def all_records(tag: str, shapes: Sequence[str] = SHAPES) -> list[dict[str, Any]]:
+    """Every distinct record of `tag`, in a fixed enumeration order."""
+    try:
+        return _SPACES[tag](shapes)
+    except KeyError:
+        raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}") from None
+
+
+def make_prompts(
+    seed: int = DEFAULT_SEED,
+    n_per_tag: int | dict[str, int] = DEFAULT_N_PER_TAG,
+    *,
+    tags: Iterable[str] = TAGS,
+) -> list[dict[str, Any]]:
+    """The shapes suite: up to `n_per_tag` distinct records per tag (all of a smaller tag), grouped by
+    tag in `tags` order, each tag drawn without replacement by its own generator seeded by
+    (seed, tag). Deterministic: the same arguments give the same list on any machine.
+
+    `n_per_tag` may be a dict {tag: n} (missing tags get `DEFAULT_N_PER_TAG`).
+    """
+    out: list[dict[str, Any]] = []
+    for tag in tags:
+        n = n_per_tag.get(tag, DEFAULT_N_PER_TAG) if isinstance(n_per_tag, dict) else n_per_tag
+        if n < 0:
+            raise ValueError(f"n_per_tag must be >= 0, got {n} for {tag}")
+        space = all_records(tag)
+        rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
+        chosen = rng.permutation(len(space))[: min(n, len(space))]
+        out.extend(space[i] for i in chosen)
+    return out
+
+
+def write_metadata_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> Path:
+    """Write records one JSON object per line (GenEval's `evaluation_metadata.jsonl` layout)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    return path
+
+
+def read_metadata_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a metadata JSONL file back (blank lines skipped)."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
