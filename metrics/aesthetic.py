@@ -142,8 +142,8 @@ class AestheticProvider(Provider):
       (float bicubic with antialias instead of PIL's uint8 bicubic). Images already at the CLIP
       resolution are not resampled and agree with the PIL path to float rounding (uint8 input: exactly).
       Resampled images agree to within 1e-3 per component of the normalised embedding: measured on
-      smooth gradients and the fixture images with the synthetic full-size ViT-L/14, at most 2e-4 on
-      smooth images and 7e-4 on a hard-edged gradient, which moved scores by at most 2.3e-3 on a score
+      smooth test cards and the eight fixture images with the synthetic full-size ViT-L/14, at most
+      2e-4 on the test cards and 7e-4 on the fixtures, which moved scores by at most 2.3e-3 on a score
       spread of 0.64. Use the PIL path for reported numbers and the tensor path for RL rewards.
 
     CLIP runs in the provider's `dtype` (float32 by default; the official script uses fp16 on CUDA);
@@ -186,7 +186,7 @@ class AestheticProvider(Provider):
             HEAD_WEIGHT: {"path": str(self.head_path), "sha256": wts.fingerprint(self.head_path)},
             CLIP_WEIGHT: {"path": str(self.clip_path), "sha256": wts.fingerprint(self.clip_path)},
         }
-        out["preprocess"] = "openai-clip-pil" + f"-{self.image_size}"
+        out["preprocess"] = f"openai-clip-{self.image_size} (PIL inputs: official PIL path; tensors: torch bicubic)"
         return out
 
     # -- inference ---------------------------------------------------------------------------------

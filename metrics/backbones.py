@@ -48,6 +48,13 @@ def _build_openai_clip(path: Path) -> torch.nn.Module:
     return model
 
 
+def evict(path: str | Path, device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Drop one cached backbone (frees its memory once no provider holds it). True if it was cached."""
+    key = (str(Path(path).resolve()), str(torch.device(device)), dtype)
+    with _LOCK:
+        return _CACHE.pop(key, None) is not None
+
+
 def clear() -> None:
     """Drop every cached backbone (tests; freeing memory between runs)."""
     with _LOCK:
