@@ -4,8 +4,9 @@ Providers receive an `ImageBatch`, which is either a list of PIL images (from PI
 each decoded eagerly so a bad file is reported with its name) or one [B,3,H,W] tensor that stays on
 its device. PIL inputs go through each metric's official PIL preprocessing (bit-exact parity with the
 official scorers); tensor inputs go through the same steps written in torch ops on the device (the RL
-path), which agrees with the PIL path to about 1e-2 on scores, not bit-exactly, because PIL's uint8
-bicubic and torch's float bicubic round differently.
+path). For HPS the two paths are bit-identical (its official resize is itself a tensor op); for
+metrics whose official resize is PIL's uint8 bicubic (ImageReward, aesthetic, CLIP colour) the device
+path agrees to about 1e-3 on scores, not bit-exactly, because the two resamplers round differently.
 
 Conversions applied to decoded files and PIL inputs (everything else is left to the metric's own
 official `convert("RGB")`, so parity holds):
