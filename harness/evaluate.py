@@ -271,8 +271,9 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
     pending = [s for k, s in sorted(samples.items()) if k[0] in my_ids and k not in scored]
     if not pending:
         return
-    import metrics as M
     from tqdm import tqdm
+
+    import metrics as M
 
     try:
         provider = M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,

@@ -30,7 +30,7 @@ def format_results(results: dict[str, Any]) -> str:
              f"{suite['images_per_prompt']} images; generator {results['generator'].get('generator')}"]
     for name, m in results["metrics"].items():
         pct = m.get("options", {}).get("mode") == "correct"
-        conf = int(round(100 * m.get("confidence", 0.95)))
+        conf = round(100 * m.get("confidence", 0.95))
         star = " (primary)" if m.get("primary") else ""
         lo, hi = m["ci"]
         unit = " %" if pct else ""
@@ -83,7 +83,7 @@ def format_comparison(cmp: dict[str, Any]) -> str:
              + ("" if cmp["same_suite"] else "  (different suite hashes: compared on prompts with equal id and text)")]
     for m, r in cmp["metrics"].items():
         lo, hi = r["low"], r["high"]
-        conf = int(round(100 * r["confidence"]))
+        conf = round(100 * r["confidence"])
         lines.append(f"{m}: A {r['a']:.4f}  B {r['b']:.4f}  diff {r['difference']:+.4f} "
                      f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  p={r['p_value']:.4g}  shared prompts {r['n_shared']}"
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))

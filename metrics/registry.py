@@ -50,10 +50,9 @@ def _load_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    import os
     import warnings
     from importlib.metadata import entry_points
-
-    import os
 
     for module in filter(None, (m.strip() for m in os.environ.get("PAINTBENCH_PLUGINS", "").split(","))):
         try:

@@ -51,7 +51,7 @@ def _images(folder: Path, n: int = 5) -> list[Path]:
 def test_metrics_lists_every_provider_and_weight_presence(tiny_weights):
     out = cli("metrics", "--json", "--weights-dir", str(tiny_weights), check=True)
     rows = {r["name"]: r for r in json.loads(out.stdout)}
-    for m in METRICS + ["hps-v2"]:
+    for m in [*METRICS, "hps-v2"]:
         assert rows[m]["weights_present"], rows[m]
         assert rows[m]["version"] and rows[m]["higher_is_better"] is True
     empty = json.loads(cli("metrics", "--json", "--weights-dir", str(tiny_weights / "nope"), check=True).stdout)
@@ -77,7 +77,7 @@ def test_score_folder_with_one_bad_file(tmp_path, tiny_weights):
     assert out.returncode == 3, out.stderr
     records = [json.loads(x) for x in (tmp_path / "out" / "scores.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == names  # every sample, in order, none dropped
-    bad = [r for r in records if r["id"] == "broken.png"][0]
+    bad = next(r for r in records if r["id"] == "broken.png")
     assert "broken.png" in bad["errors"]["image"] and bad["scores"] == {}
     good = [r for r in records if r["id"] != "broken.png"]
     assert len(good) == len(imgs)

@@ -150,7 +150,7 @@ def test_corrupt_line_in_samples_is_reported_and_redone(tmp_path):
 def test_changed_configuration_is_refused(tmp_path):
     run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=2, progress=False,
                         n_resamples=100))
-    with pytest.raises(UserError, match="different configuration.*seed"):
+    with pytest.raises(UserError, match=r"different configuration.*seed"):
         run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", out=str(tmp_path / "r"), limit=2, seed=1,
                             progress=False))
 
@@ -171,9 +171,10 @@ def test_generator_misbehaviour_is_a_clear_error_and_the_run_stays_resumable(tmp
 
 def test_folder_generator_reads_geneval_layout_and_reports_missing_images(tmp_path):
     # Write the oracle's images in GenEval's official folder layout, then benchmark that folder.
+    from PIL import Image
+
     from harness.shapes.generators import OracleGenerator
     from harness.suite import load_suite
-    from PIL import Image
 
     items = load_suite("shapes").items[:6]
     root = tmp_path / "geneval_layout"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import shared_data as sd
 from harness.suite import load_suite, parse_suite, suite_files
 from paintbench.errors import UserError
+
+import shared_data as sd
 
 
 @pytest.fixture
@@ -50,12 +51,12 @@ def test_unknown_suite_suggests_and_lists():
 
 
 def test_suite_yaml_errors_name_the_problem(tmp_path):
-    with pytest.raises(UserError, match="missing required field.*metrics"):
+    with pytest.raises(UserError, match=r"missing required field.*metrics"):
         parse_suite({"name": "x", "version": 1, "prompts": {"format": "jsonl"}}, tmp_path / "x.yaml")
     with pytest.raises(UserError, match="aggregation 'median'"):
         parse_suite({"name": "x", "version": 1, "prompts": {"format": "jsonl"},
                      "metrics": [{"name": "aesthetic", "aggregation": "median"}]})
-    with pytest.raises(UserError, match="unknown field.*promts"):
+    with pytest.raises(UserError, match=r"unknown field.*promts"):
         parse_suite({"name": "x", "version": 1, "prompts": {"format": "jsonl"}, "promts": 1, "metrics": ["a"]})
 
 

@@ -1,0 +1,102 @@
+"""`paintbench geneval DIR`: GenEval on a folder in the official layout, like `evaluate_images.py` +
+`summary_scores.py` in one step.
+
+DIR holds `00000/metadata.jsonl` and `00000/samples/0000k.png` per prompt (GenEval's generation
+layout). Results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
+fields (filename, tag, prompt, correct, reason, metadata, details) plus reward, strict, detections and
+colours, written after each batch; rerunning the same command continues an interrupted run without
+redoing finished images. The summary is printed in the official format.
+
+Exit status: 0 when every image was scored and nothing in DIR was skipped; 3 when some files were not
+scored (each is named on stderr and in the report); 2 for a usage or setup error (e.g. missing weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from paintbench.errors import UserError
+
+EXIT_SOME_FAILED = 3
+
+
+def _scale(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.lower().replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LONG,SHORT (e.g. 1333,800), got {text!r}") from None
+    return a, b
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="image folder in GenEval's layout (00000/metadata.jsonl, 00000/samples/*.png)")
+    p.add_argument("--out", help="results JSONL (default: DIR/results.jsonl); resumed if it exists")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming --out")
+    p.add_argument("--weights-dir", help="weights directory (default: $PAINTBENCH_WEIGHTS or ~/.cache/paintbench/weights)")
+    p.add_argument("--detector-weights", help="detector checkpoint: GenEval's .pth (mmdet 2.x/3.x) or an HF folder")
+    p.add_argument("--clip-weights", help="OpenAI CLIP ViT-L-14.pt for the colour classifier")
+    p.add_argument("--detector", choices=("official", "hf", "mmdet"), default="official",
+                   help="official: GenEval's checkpoint on transformers (default); hf: the HF hub checkpoint "
+                   "(a different training run); mmdet: GenEval's checkpoint through mmdet itself (needs mmcv)")
+    p.add_argument("--mmdet-config", help="mmdet config for --detector mmdet (default: GenEval's, from mmdet)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", help="float32 (default, parity), bfloat16 or float16")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threshold", type=float, default=0.3, help="detection score threshold (official 0.3)")
+    p.add_argument("--counting-threshold", type=float, default=0.9, help="threshold for counting prompts (0.9)")
+    p.add_argument("--max-objects", type=int, default=16, help="detections kept per class (16)")
+    p.add_argument("--max-overlap", type=float, default=1.0, help="NMS IoU threshold; 1.0 = no NMS (official)")
+    p.add_argument("--position-threshold", type=float, default=0.1, help="position rule shrink (0.1)")
+    p.add_argument("--scale", type=_scale, default=None, help="detector resize target LONG,SHORT (official 1333,800)")
+    p.add_argument("--summary-json", help="also write the summary numbers to this JSON file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_provider(args: argparse.Namespace):
+    import torch
+
+    from metrics.geneval.provider import CLIP_WEIGHT, DETECTOR_WEIGHT, HF_DETECTOR_WEIGHT, GenEvalProvider
+    from metrics.geneval.rules import GenEvalOptions
+
+    weights = {}
+    if args.detector_weights:
+        weights[HF_DETECTOR_WEIGHT if args.detector == "hf" else DETECTOR_WEIGHT] = args.detector_weights
+    if args.clip_weights:
+        weights[CLIP_WEIGHT] = args.clip_weights
+    options = GenEvalOptions(
+        threshold=args.threshold,
+        counting_threshold=args.counting_threshold,
+        max_objects=args.max_objects,
+        nms_threshold=args.max_overlap,
+        position_threshold=args.position_threshold,
+    )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return GenEvalProvider(
+        device=device, dtype=args.dtype, batch_size=args.batch_size, weights=weights or None,
+        weights_dir=args.weights_dir, value="correct", options=options, detector=args.detector,
+        detector_scale=args.scale, mmdet_config=args.mmdet_config,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from metrics.geneval.run import evaluate_folder, report
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such folder")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    out = Path(args.out) if args.out else root / "results.jsonl"
+    provider = build_provider(args)
+    result = evaluate_folder(root, out, provider, resume=not args.overwrite, progress=not args.no_progress)
+    print(report(result), end="")
+    print(f"results: {out}", file=sys.stderr)
+    if args.summary_json and result.summary is not None:
+        data = dict(result.summary)
+        data["not_scored"] = [str(p) for p in result.layout.problems] + [e["error"] for e in result.errors]
+        data["provenance"] = provider.provenance()
+        Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0 if result.complete else EXIT_SOME_FAILED
