@@ -161,3 +161,13 @@ register(ProviderSpec(
     weights=("hps-v2.1",),
     aliases=("hpsv2.1", "hpsv21"),
 ))
+register(ProviderSpec(
+    name="geneval",
+    target="metrics.geneval.provider:GenEvalProvider",
+    version="geneval-1.0/1",
+    higher_is_better=True,
+    nominal_range=(0.0, 1.0),
+    summary="GenEval object check (Mask2Former Swin-S COCO + CLIP ViT-L/14 colour): Flow-GRPO reward "
+    "(default) or GenEval's 0/1 correctness (value='correct')",
+    weights=("geneval-mask2former", "clip-vit-l-14"),
+))

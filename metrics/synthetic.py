@@ -73,6 +73,7 @@ TINY_WRITERS = {
     "imagereward": "metrics.imagereward:write_tiny_weights",
     "hps-v2": "metrics.hps:write_tiny_weights",
     "hps-v2.1": "metrics.hps:write_tiny_weights",
+    "geneval": "metrics.geneval.provider:write_tiny_weights",
 }
 
 

@@ -107,6 +107,24 @@ CATALOG: dict[str, WeightSpec] = {
             sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",  # of vocab.txt
         ),
         WeightSpec(
+            name="geneval-mask2former",
+            filename="mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth",
+            description="GenEval's detector: mmdet Mask2Former Swin-S COCO instance (the mmdet v2.0 release "
+            "GenEval's download_models.sh fetches, saved under GenEval's name; its mmdet 3.x conversion also loads)",
+            url="https://download.openmmlab.com/mmdetection/v2.0/mask2former/"
+            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
+            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth",
+        ),
+        WeightSpec(
+            name="mask2former-swin-s-coco-hf",
+            filename="mask2former-swin-small-coco-instance",
+            description="Mask2Former Swin-S COCO instance in transformers format (a Detectron2 training, NOT "
+            "GenEval's weights; only with detector='hf')",
+            hf_repo="facebook/mask2former-swin-small-coco-instance",
+            files=("config.json", "model.safetensors"),
+            optional=True,
+        ),
+        WeightSpec(
             name="hps-v2",
             filename="HPS_v2_compressed.pt",
             description="HPS v2.0 (fine-tuned OpenCLIP ViT-H-14, fp16)",
