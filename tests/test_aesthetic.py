@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shared_data as sd
 import torch
 from PIL import Image
 
@@ -33,6 +32,8 @@ from metrics.aesthetic import (
 from metrics.images import ImageBatch, as_image_batch, pil_to_tensor
 from metrics.synthetic import build_state_dict, tensor_sha256
 from metrics.weights import MissingWeightsError, load_state_dict
+
+import shared_data as sd
 
 SCORE_TOL = 2e-5  # the fixture README's suggestion for aesthetic scores on CPU float32
 TINY_MANIFEST = "aesthetic__tiny"

@@ -148,7 +148,7 @@ def test_weights_list_and_path(tiny_weights):
     out = cli("weights", "list", "--json", "--weights-dir", str(tiny_weights), check=True)
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["hps-v2.1"]["present"].endswith("HPS_v2.1_compressed.pt")
-    assert rows["clip-vit-l-14"]["used_by"] == ["aesthetic"]
+    assert rows["clip-vit-l-14"]["used_by"] == ["aesthetic", "geneval"]  # one shared CLIP
     out = cli("weights", "path", "imagereward", "--weights-dir", str(tiny_weights), check=True)
     assert out.stdout.strip() == str(tiny_weights / "ImageReward.pt")
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shared_data
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -24,6 +23,8 @@ from metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from metrics.synthetic import build_state_dict
 from metrics.synthetic import write_tiny_weights as write_tiny_for_metric
 from metrics.weights import MissingWeightsError, sha256_file
+
+import shared_data
 
 TOL = 1e-5  # the fixture README's tolerance for HPS scores and normalised features
 

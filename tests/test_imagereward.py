@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shared_data as sd
 import torch
 from PIL import Image
 
@@ -31,6 +30,8 @@ from metrics.imagereward import (
     write_tiny_weights,
 )
 from metrics.images import ImageBatch, load_image, pil_to_tensor
+
+import shared_data as sd
 
 MANIFEST = "imagereward__ImageReward.pt"
 
