@@ -32,40 +32,19 @@ from torch import nn
 from metrics import backbones
 from metrics import weights as wts
 from metrics.base import Provider, Scores
+from metrics.heads import HEAD_LINEAR_INDICES, HEAD_WIDTHS, LinearMLPHead
 from metrics.images import ImageBatch, as_image_batch
 from metrics.preprocess import clip_pil_batch, clip_tensor
 
 HEAD_WEIGHT = "aesthetic-head"
 CLIP_WEIGHT = "clip-vit-l-14"
 
-# The official MLP: Linear sizes after the input dimension, and the Dropout between them (index in
-# `layers` -> p). Linear layers sit at indices 0, 2, 4, 6, 7 of the Sequential, which fixes the keys.
-HEAD_WIDTHS = (1024, 128, 64, 16, 1)
-HEAD_DROPOUT = {1: 0.2, 3: 0.2, 5: 0.1}
-HEAD_LINEAR_INDICES = (0, 2, 4, 6, 7)
 HEAD_KEYS = tuple(f"layers.{i}.{p}" for i in HEAD_LINEAR_INDICES for p in ("weight", "bias"))
 
 
-class AestheticHead(nn.Module):
+class AestheticHead(LinearMLPHead):
     """The official `MLP(input_size)` of `simple_inference.py`, without its pytorch-lightning base
     (which only adds training hooks). Same module layout, so the official `.pth` loads strictly."""
-
-    def __init__(self, input_dim: int) -> None:
-        super().__init__()
-        modules: list[nn.Module] = []
-        width_in = input_dim
-        widths = iter(HEAD_WIDTHS)
-        for index in range(len(HEAD_LINEAR_INDICES) + len(HEAD_DROPOUT)):
-            if index in HEAD_DROPOUT:
-                modules.append(nn.Dropout(HEAD_DROPOUT[index]))
-            else:
-                width_out = next(widths)
-                modules.append(nn.Linear(width_in, width_out))
-                width_in = width_out
-        self.layers = nn.Sequential(*modules)
-
-    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.layers(embedding)
 
 
 def head_input_dim(state_dict: Mapping[str, torch.Tensor], path: Path | str) -> int:

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metrics.heads import LinearMLPHead
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -60,9 +62,6 @@ class TextConfig:
 
 # The official head: `Linear` output widths after the 768-d feature, and the `Dropout` indices of its
 # Sequential (inert at eval). Linear layers sit at indices 0, 2, 4, 6, 7, which fixes the keys.
-HEAD_WIDTHS = (1024, 128, 64, 16, 1)
-HEAD_DROPOUT = {1: 0.2, 3: 0.2, 5: 0.1}
-HEAD_LINEAR_INDICES = (0, 2, 4, 6, 7)
 
 
 # -- vision ---------------------------------------------------------------------------------------
@@ -278,24 +277,8 @@ def extended_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
 
 
 # -- head and the whole model ---------------------------------------------------------------------
-class RewardHead(nn.Module):
+class RewardHead(LinearMLPHead):
     """ImageReward's `MLP(768)`: five Linear layers, Dropouts between the first four, no activations."""
-
-    def __init__(self, input_dim: int) -> None:
-        super().__init__()
-        modules: list[nn.Module] = []
-        width_in, widths = input_dim, iter(HEAD_WIDTHS)
-        for index in range(len(HEAD_LINEAR_INDICES) + len(HEAD_DROPOUT)):
-            if index in HEAD_DROPOUT:
-                modules.append(nn.Dropout(HEAD_DROPOUT[index]))
-            else:
-                width_out = next(widths)
-                modules.append(nn.Linear(width_in, width_out))
-                width_in = width_out
-        self.layers = nn.Sequential(*modules)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
 
 
 class ImageRewardNet(nn.Module):

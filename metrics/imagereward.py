@@ -41,13 +41,8 @@ import torch
 
 from metrics import weights as wts
 from metrics.base import Provider, Scores
-from metrics.blip import (
-    HEAD_LINEAR_INDICES,
-    HEAD_WIDTHS,
-    ImageRewardNet,
-    TextConfig,
-    VisionConfig,
-)
+from metrics.blip import ImageRewardNet, TextConfig, VisionConfig
+from metrics.heads import head_shapes
 from metrics.images import ImageBatch, as_image_batch
 from metrics.preprocess import clip_pil, clip_tensor
 
@@ -463,11 +458,7 @@ def official_shapes(vision: VisionConfig, text: TextConfig) -> OrderedDict[str, 
     out["blip.vision_proj.bias"] = (PROJ_DIM,)
     out["blip.text_proj.weight"] = (PROJ_DIM, text.hidden)
     out["blip.text_proj.bias"] = (PROJ_DIM,)
-    width_in = text.hidden
-    for index, width_out in zip(HEAD_LINEAR_INDICES, HEAD_WIDTHS, strict=True):
-        out[f"mlp.layers.{index}.weight"] = (width_out, width_in)
-        out[f"mlp.layers.{index}.bias"] = (width_out,)
-        width_in = width_out
+    out.update(head_shapes(text.hidden, prefix="mlp."))
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from harness.plugins import SPECS
 from harness.shapes.codebook import PATCH
 from harness.shapes.detector import (
     DEFAULT_TOLERANCE,
@@ -37,16 +38,7 @@ from metrics.images import ImageBatch
 from metrics.registry import ProviderSpec
 from metrics.registry import spec as registry_spec
 
-SPEC = ProviderSpec(
-    name="shapes-geneval",
-    target="harness.shapes.provider:ShapesGenEvalProvider",
-    version="shapes-geneval/1",
-    higher_is_better=True,
-    nominal_range=(0.0, 1.0),
-    summary="GenEval's rules on the synthetic shapes world (exact pixel detector, no weights)",
-    weights=(),
-    needs_prompt=True,
-)
+SPEC = next(s for s in SPECS if s.name == "shapes-geneval")  # declared once, in harness.plugins
 
 Mode = Literal["reward", "correct"]
 
