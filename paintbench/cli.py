@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("paintbench.commands.eval", "run a suite: generate, score, aggregate with CIs (resumable)"),
     "results": ("paintbench.commands.results", "print the results table of a run directory"),
     "compare": ("paintbench.commands.compare", "compare two runs on shared prompts (paired bootstrap)"),
+    "leaderboard": ("paintbench.commands.leaderboard", "build a static site: leaderboards, run pages, comparisons, training reports"),
     "geneval": ("paintbench.commands.geneval", "GenEval on a folder in GenEval's layout: official results + summary (resumable)"),
 }
 

@@ -1,0 +1,308 @@
+"""Reading what the site is built from: harness run directories and trainer log directories.
+
+Files only, read-only, and nothing kept between builds except what `thumbs.py` caches: the site can
+be rebuilt while jobs are still writing other runs. Everything here is plain data; the rules
+(ranking, ties, layouts) live in `tables.py`, the pictures in `plots.py`.
+
+Run directory (see `harness.rundir`): `results.json` (the run's summary, written last, so its presence
+means the run finished), `samples.jsonl` (one record per image: prompt, category, image path, sha256)
+and `scores/<metric>.jsonl` (one record per image: value, details, error).
+
+Trainer log directory (see `trainer.logs`): `metrics.jsonl` (one row per logged step, at least `step`
+and `reward/mean`), optional `config.yaml`, and `samples/step_<n>/` with images and `rewards.jsonl`.
+Every key is read defensively: a row may lack any key, and values may be null.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.rundir import RunDir, read_jsonl
+from paintbench.errors import UserError
+
+Key = tuple[str, int]
+
+
+@dataclass
+class Sample:
+    """One generated image of a run, with every metric's record for it."""
+
+    prompt_id: str
+    sample_index: int
+    prompt: str
+    category: str | None
+    image: Path
+    sha256: str | None
+    width: int | None
+    height: int | None
+    seed: int | None = None
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> {value, details, error}
+
+    @property
+    def key(self) -> Key:
+        return (self.prompt_id, self.sample_index)
+
+
+@dataclass
+class Run:
+    """A finished harness run, as the site sees it."""
+
+    root: Path
+    results: dict[str, Any]
+    samples: list[Sample]
+    records: dict[str, list[dict[str, Any]]]  # metric -> raw score records, file order
+    name: str
+    slug: str
+    problems: list[str] = field(default_factory=list)
+    _prompts: dict[str, tuple[str, str | None]] | None = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def suite(self) -> dict[str, Any]:
+        return self.results.get("suite") or {}
+
+    @property
+    def suite_name(self) -> str:
+        return str(self.suite.get("name") or "unknown")
+
+    @property
+    def metrics(self) -> dict[str, dict[str, Any]]:
+        return self.results.get("metrics") or {}
+
+    @property
+    def primary_metric(self) -> str | None:
+        primary = self.results.get("primary_metric")
+        if primary in self.metrics:
+            return primary
+        return next(iter(self.metrics), None)
+
+    def metric_version(self, metric: str) -> str | None:
+        prov = self.metrics.get(metric, {}).get("provenance") or {}
+        return prov.get("version")
+
+    def prompts(self) -> dict[str, tuple[str, str | None]]:
+        """{prompt_id: (prompt text, category)}: what pairs two runs' prompts (id AND text must match)."""
+        if self._prompts is None:
+            self._prompts = {s.prompt_id: (s.prompt, s.category) for s in self.samples}
+        return self._prompts
+
+    def fingerprint(self) -> str:
+        """Changes whenever a file the site reads from this run changes (size or mtime): the key of the
+        statistics cache, so a rescored run is never shown with stale paired tests."""
+        if self._fingerprint is not None:
+            return self._fingerprint
+        h = hashlib.sha256(str(self.root.resolve()).encode())
+        rd = RunDir(self.root)
+        files = [rd.results_path, rd.samples_path, *sorted((self.root / "scores").glob("*.jsonl"))]
+        for f in files:
+            if f.exists():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+
+def slugify(text: str, *, limit: int = 40) -> str:
+    """A file-name-safe slug: lowercase ASCII letters, digits and dashes only (names are untrusted)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].strip("-") or "x"
+
+
+def unique_slug(prefix: str, name: str, identity: str) -> str:
+    """`prefix-name-hash`: readable, and distinct for distinct identities (paths) with equal names."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:8]
+    return f"{prefix}-{slugify(name)}-{digest}"
+
+
+def is_run_dir(path: Path) -> bool:
+    """A finished run has results.json; an unfinished one at least config.yaml (load_run then says why)."""
+    return (path / "results.json").is_file() or (path / "config.yaml").is_file()
+
+
+def expand_run_dirs(paths: list[str | Path]) -> tuple[list[Path], list[str]]:
+    """Run directories named, or found one level below a named folder that is not a run itself (so
+    `paintbench leaderboard runs/` takes every run under runs/). A named run must be finished; unfinished
+    runs found inside a folder are skipped, each with a message (the second value)."""
+    out: list[Path] = []
+    skipped: list[str] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p}: no such directory")
+        if is_run_dir(p):
+            out.append(p)
+            continue
+        found = sorted(c for c in p.iterdir() if c.is_dir() and is_run_dir(c))
+        if not found:
+            raise UserError(f"{p}: not a paintbench run directory (no results.json), and holds none")
+        for c in found:
+            if (c / "results.json").is_file():
+                out.append(c)
+            else:
+                skipped.append(f"{c}: skipped, the run is not finished (no results.json)")
+    return out, skipped
+
+
+def load_run(path: str | Path) -> Run:
+    root = Path(path)
+    rd = RunDir(root)
+    if not rd.results_path.exists():
+        raise UserError(f"{root}: no results.json (is the run finished? rerun the same `paintbench eval` "
+                        "to resume)")
+    try:
+        results = json.loads(rd.results_path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{rd.results_path}: not valid JSON ({e})") from e
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+        raise UserError(f"{rd.results_path}: not a paintbench results file (no metrics)")
+    raw_samples, problems = read_jsonl(rd.samples_path)
+    samples: list[Sample] = []
+    by_key: dict[Key, Sample] = {}
+    for r in raw_samples:
+        try:
+            s = Sample(
+                prompt_id=str(r["prompt_id"]), sample_index=int(r["sample_index"]), prompt=str(r.get("prompt", "")),
+                category=None if r.get("category") is None else str(r["category"]),
+                image=rd.resolve_image(str(r["image"])), sha256=r.get("sha256"),
+                width=_int_or_none(r.get("width")), height=_int_or_none(r.get("height")),
+                seed=_int_or_none(r.get("seed")),
+            )
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{rd.samples_path}: a record without prompt_id/sample_index/image was skipped")
+            continue
+        samples.append(s)
+        by_key[s.key] = s
+    records: dict[str, list[dict[str, Any]]] = {}
+    for metric in results["metrics"]:
+        recs, probs = read_jsonl(rd.scores_path(metric))
+        problems += probs
+        records[metric] = recs
+        for rec in recs:
+            try:
+                s = by_key.get((str(rec["prompt_id"]), int(rec["sample_index"])))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if s is not None:
+                s.scores[metric] = rec
+    name = str(results.get("run_name") or root.resolve().name)
+    return Run(root=root, results=results, samples=samples, records=records, name=name,
+               slug=unique_slug("run", name, str(root.resolve())), problems=problems)
+
+
+def _int_or_none(x: Any) -> int | None:
+    try:
+        return None if x is None else int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def dedupe_names(names: list[str]) -> list[str]:
+    """Equal display names get ` #2`, ` #3`... so every row of a table can be told apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} #{seen[n]}")
+    return out
+
+
+# -- trainer logs ----------------------------------------------------------------------------------------
+@dataclass
+class TrainSample:
+    step: int
+    image: Path
+    prompt: str
+    reward: float | None
+    components: dict[str, float]
+    sha256: str | None = None
+
+
+@dataclass
+class TrainLog:
+    root: Path
+    name: str
+    slug: str
+    rows: list[dict[str, Any]]
+    config: dict[str, Any] | None
+    config_text: str | None
+    samples: dict[int, list[TrainSample]]  # step -> images
+    problems: list[str] = field(default_factory=list)
+
+    def numeric_keys(self) -> list[str]:
+        """Every key with at least one finite number, in first-seen order (`step` excluded)."""
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for k, v in row.items():
+                if k != "step" and k not in seen and is_number(v):
+                    seen[k] = None
+        return list(seen)
+
+    def series(self, key: str) -> list[tuple[float, float]]:
+        """(step, value) points of `key`, skipping rows where it is absent, null or not finite."""
+        return [(float(r["step"]), float(r[key])) for r in self.rows if is_number(r.get(key)) and is_number(r.get("step"))]
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_STEP_DIR = re.compile(r"step_(\d+)$")
+
+
+def load_train_log(path: str | Path) -> TrainLog:
+    root = Path(path)
+    metrics_path = root / "metrics.jsonl" if root.is_dir() else root
+    if root.is_file():
+        root = root.parent
+    if not metrics_path.exists():
+        raise UserError(f"{root}: not a trainer log directory (no metrics.jsonl)")
+    rows, problems = read_jsonl(metrics_path)
+    rows = [r for r in rows if is_number(r.get("step"))]
+    rows.sort(key=lambda r: float(r["step"]))
+    config, config_text = None, None
+    cfg_path = root / "config.yaml"
+    if cfg_path.exists():
+        config_text = cfg_path.read_text(encoding="utf-8", errors="replace")
+        try:
+            loaded = yaml.safe_load(config_text)
+            config = loaded if isinstance(loaded, dict) else None
+        except yaml.YAMLError as e:
+            problems.append(f"{cfg_path}: not valid YAML ({e})")
+    samples: dict[int, list[TrainSample]] = {}
+    sample_root = root / "samples"
+    if sample_root.is_dir():
+        for d in sorted(sample_root.iterdir()):
+            m = _STEP_DIR.match(d.name)
+            if not (d.is_dir() and m):
+                continue
+            step = int(m.group(1))
+            recs, probs = read_jsonl(d / "rewards.jsonl")
+            problems += probs
+            items = []
+            for r in recs:
+                f = d / str(r.get("file", ""))
+                if not r.get("file") or not f.is_file():
+                    continue
+                comps = {k.removeprefix("reward/"): float(v) for k, v in r.items()
+                         if k.startswith("reward/") and is_number(v)}
+                reward = float(r["reward"]) if is_number(r.get("reward")) else None
+                items.append(TrainSample(step=step, image=f, prompt=str(r.get("prompt", "")), reward=reward,
+                                         components=comps))
+            if not recs:  # images without a rewards file still show
+                items = [TrainSample(step=step, image=f, prompt="", reward=None, components={})
+                         for f in sorted(d.glob("*.png"))]
+            if items:
+                samples[step] = items
+    cfg_name = None
+    if config:
+        cfg_name = config.get("name") or config.get("run_name")
+    name = str(cfg_name or root.resolve().name)
+    return TrainLog(root=root, name=name, slug=unique_slug("train", name, str(root.resolve())), rows=rows,
+                    config=config, config_text=config_text, samples=samples, problems=problems)
