@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("paintbench.commands.eval", "run a suite: generate, score, aggregate with CIs (resumable)"),
     "results": ("paintbench.commands.results", "print the results table of a run directory"),
     "compare": ("paintbench.commands.compare", "compare two runs on shared prompts (paired bootstrap)"),
+    "train": ("paintbench.commands.train", "train a masked-token policy with HT-GRPO (shapes-tiny runs offline on a CPU)"),
     "leaderboard": ("paintbench.commands.leaderboard", "build a static site: leaderboards, run pages, comparisons, training reports"),
     "geneval": ("paintbench.commands.geneval", "GenEval on a folder in GenEval's layout: official results + summary (resumable)"),
 }
@@ -46,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come after the flags too (`paintbench train cfg --out D steps=5`)
+    if extra and isinstance(getattr(args, "overrides", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

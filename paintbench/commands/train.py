@@ -1,0 +1,51 @@
+"""`paintbench train CONFIG [key=value ...] --out DIR [--resume]`: HT-GRPO training.
+
+CONFIG is a YAML file or the name of a shipped config (`shapes-tiny`, the offline default). Every key
+of `trainer.config.HTGRPOConfig` can be overridden as key=value (values read as YAML: numbers, booleans,
+lists such as `reward=[shapes-geneval=1.0,hps-v2.1=0.5]`); `--reward NAME=WEIGHT` (repeatable) replaces
+the reward list. Multi-GPU: `torchrun --nproc-per-node 8 -m paintbench train CONFIG --out DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file, or the name of a shipped config (shapes-tiny)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see --list-keys)")
+    p.add_argument("--out", help="run directory (metrics.jsonl, samples/, checkpoints/, config.yaml)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
+                   help="reward provider and weight (repeatable; replaces the config's list)")
+    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and help")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from paintbench.config import help_table, parse_overrides, to_dict
+    from paintbench.errors import UserError
+    from trainer.config import HTGRPOConfig, load_config
+
+    if args.list_keys:
+        print(help_table(HTGRPOConfig))
+        return 0
+    overrides = parse_overrides(args.overrides)
+    if args.reward:
+        overrides["reward"] = list(args.reward)
+    cfg = load_config(args.config, overrides)
+    cfg.reward_weights()  # validate NAME=WEIGHT entries before any model is built
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    if not args.out:
+        raise UserError("--out DIR is required")
+    from trainer.loop import train
+
+    last = train(cfg, args.out, resume=args.resume)
+    if last:
+        keys = [k for k in ("reward/mean", "kl", "clip_frac") if k in last]
+        print("final " + " ".join(f"{k}={last[k]:.4g}" for k in keys))
+    print(f"run written to {args.out} (metrics.jsonl, checkpoints/)")
+    return 0

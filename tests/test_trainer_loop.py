@@ -1,0 +1,260 @@
+"""The training loop: reductions to the baselines, exact resume, logs, checkpoints and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+
+import pytest
+import torch
+
+from paintbench.errors import UserError
+from trainer import policies
+from trainer.advantages import group_advantages
+from trainer.config import load_config
+from trainer.data import hash_seed
+from trainer.logs import read_metrics
+from trainer.loop import Trainer
+from trainer.loss import k3_kl
+from trainer.policy import MASK
+from trainer.schedule import maskgrpo_ratio
+
+SMALL = {
+    "steps": 2, "warmstart_steps": 0, "prompts_per_step": 2, "group_size": 4, "rollout_steps": 4,
+    "inner_iters": 3, "n_global": 1, "n_struct": 1, "sample_every": 0, "save_every": 0, "tensorboard": False,
+    "policy_options": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "max_text_len": 12},
+    "prompts_per_tag": 20, "lr": 1e-3, "beta": 0.04,
+}
+
+
+def small(**overrides):
+    """shapes-tiny shrunk for tests: SMALL acts as the config file, so presets still apply over it."""
+    from paintbench.config import load_yaml
+    from trainer.config import resolve_config_path
+
+    return load_config({**load_yaml(resolve_config_path("shapes-tiny")), **SMALL}, overrides)
+
+
+def params(policy):
+    return [p.detach().clone() for p in policy.trainable_parameters()]
+
+
+def max_diff(a, b):
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def full_mask_logps(policy, batch):
+    """log p(codes | prompt, all masked), written out directly (the d1 estimator)."""
+    est = batch.estimator
+    full = torch.full((len(est.prompts), est.codes.shape[1]), MASK)
+    return log_prob(policy.image_logits(est.prompts, full)[est.row_prompt], est.codes)
+
+
+def log_prob(logits, codes):
+    """log softmax(logits)[codes], as logit - logsumexp (the same rounding as the trainer's gather)."""
+    logits = logits.float()
+    return logits.gather(-1, codes[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def reference_gradients(trainer, policy0, batch, lp_fn, snapshots):
+    """For each inner iteration k, the gradient of an independently written GRPO loss at the trainer's
+    parameters before its k-th step: A = (R - mean)/(std + 1e-5) per group, uniform credit, clipped ratio
+    + beta·k3 KL to the initial policy, token mean, then the same global-norm clip.
+    `lp_fn(policy, k)` -> (log-probs [R, N], selected mask)."""
+    cfg = trainer.cfg
+    total = sum(cfg.reward_weights()[k] * v for k, v in batch.components.items())
+    adv = group_advantages(total, cfg.group_size, eps=1e-5)
+    old_pol = copy.deepcopy(policy0).eval()
+    out = []
+    for k, (before, _) in enumerate(snapshots, start=1):
+        with torch.no_grad():
+            old, sel = lp_fn(old_pol, k)
+            lref, _ = lp_fn(old_pol, k)          # the reference policy is the initial policy
+        pol = copy.deepcopy(policy0)
+        with torch.no_grad():
+            for p, v in zip(pol.trainable_parameters(), before, strict=True):
+                p.copy_(v)
+        lp, _ = lp_fn(pol, k)
+        r = torch.exp(lp - old)
+        a = adv[:, None].expand_as(lp)
+        obj = torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * a) - cfg.beta * k3_kl(lp, lref)
+        loss = -(obj * sel).sum() / sel.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(pol.trainable_parameters(), cfg.max_grad_norm)
+        out.append([p.grad for p in pol.trainable_parameters()])
+    return out
+
+
+def assert_same_gradients(trainer, policy0, batch, lp_fn, snapshots):
+    """Every inner iteration's gradient equals the reference formula's to float summation order (the
+    trainer sums a prompt's G rows in a different order), and the run took K steps."""
+    assert len(snapshots) == trainer.cfg.inner_iters
+    expected = reference_gradients(trainer, policy0, batch, lp_fn, snapshots)
+    for (_, got), want in zip(snapshots, expected, strict=True):
+        scale = max(float(g.abs().max()) for g in want)
+        assert scale > 0
+        assert max_diff(got, want) <= 1e-5 * scale
+
+
+def one_round(cfg, tmp_path):
+    """Set up a trainer, run one round; returns (trainer, initial policy, batch, per-step snapshots of
+    (parameters before the step, gradients the step used))."""
+    tr = Trainer(cfg, tmp_path)
+    tr.setup()
+    policy0 = copy.deepcopy(tr.policy)
+    batch = tr.collect(1)
+    snaps = []
+    tr.optimizer.register_step_pre_hook(lambda opt, args, kw: snaps.append(
+        (params(tr.policy), [p.grad.detach().clone() for p in tr.policy.trainable_parameters()])))
+    tr.learn(batch)
+    return tr, policy0, batch, snaps
+
+
+def test_grpo_preset_is_uniform_credit_grpo_on_the_full_mask_estimator(tmp_path):
+    tr, policy0, batch, snaps = one_round(small(preset="grpo"), tmp_path)
+    assert tr.cfg.n_global == tr.cfg.inner_iters and tr.cfg.lambda_s == 0
+    assert batch.struct is not None and all(item["subset"].all() for item in batch.plan)   # every token, every k
+
+    def lp_fn(pol, k):
+        return full_mask_logps(pol, batch), torch.ones_like(batch.estimator.codes, dtype=torch.float32)
+
+    assert_same_gradients(tr, policy0, batch, lp_fn, snaps)
+    assert max_diff(params(tr.policy), params(policy0)) > 1e-4          # and the update did something
+
+
+def test_htgrpo_with_the_hierarchy_switched_off_is_exactly_the_grpo_preset(tmp_path):
+    off = small(n_global=3, n_struct=0, lambda_s=0.0, rho_min=1.0)
+    assert off.preset == "htgrpo"
+    a, *_ = one_round(off, tmp_path / "a")
+    b, *_ = one_round(small(preset="grpo"), tmp_path / "b")
+    assert all(torch.equal(x, y) for x, y in zip(params(a.policy), params(b.policy), strict=True))
+    on, *_ = one_round(small(), tmp_path / "c")
+    assert max_diff(params(on.policy), params(a.policy)) > 1e-6         # the hierarchy does change the update
+
+
+def test_maskgrpo_preset_is_per_rollout_random_remasking(tmp_path):
+    tr, policy0, batch, snaps = one_round(small(preset="maskgrpo"), tmp_path)
+    cfg = tr.cfg
+    codes, rows = batch.estimator.codes, len(batch.estimator.codes)
+
+    def lp_fn(pol, k):
+        # MaskGRPO "uni": re-mask each image token with probability min(m0 + (1-m0)k/K, 0.999) from the
+        # iteration's seed; the re-masked set is both the input mask and the loss mask.
+        g = torch.Generator().manual_seed(hash_seed(cfg.seed, "subset", 1, k))
+        u = torch.rand(rows, codes.shape[1], generator=g)
+        remask = u < maskgrpo_ratio(k, cfg.inner_iters, cfg.remask_min_rate)
+        canvas = torch.where(remask, torch.full_like(codes, MASK), codes)
+        prompts = batch.estimator.prompts.select(batch.estimator.row_prompt)
+        return log_prob(pol.image_logits(prompts, canvas), codes), remask.float()
+
+    assert_same_gradients(tr, policy0, batch, lp_fn, snaps)
+
+
+def test_full_mask_runs_one_forward_per_prompt_and_reference_stays_frozen(tmp_path):
+    for context, per_call, calls in (("full_mask", 2, 3 + 1), ("reveal_unsampled", 8, 3 + 3)):
+        tr = Trainer(small(context=context), tmp_path / context)
+        tr.setup()
+        ref0 = [p.detach().clone() for p in tr.reference.parameters()]
+        batch = tr.collect(1)
+        seen = []
+        hook = tr.policy.register_forward_hook(lambda m, args, out, seen=seen: seen.append(args[1].shape[0]))
+        try:
+            tr.learn(batch)
+        finally:
+            hook.remove()
+        assert seen == [per_call] * calls, context          # old log-probs once per round, then K updates
+        assert tr.scheduler.last_epoch == tr.cfg.inner_iters    # one optimizer step per inner iteration
+        assert all(torch.equal(a, b) for a, b in zip(ref0, tr.reference.parameters(), strict=True))
+
+
+@pytest.mark.slow
+def test_exact_resume(tmp_path):
+    cfg = small(steps=4, save_every=2, keep_checkpoints=0)
+    straight = Trainer(cfg, tmp_path / "straight")
+    straight.fit()
+    interrupted = Trainer(cfg, tmp_path / "resumed")
+    interrupted.setup()
+    for step in (1, 2):
+        interrupted.step = step
+        interrupted.round(step)                               # saves step_000002, then the "crash"
+    resumed = Trainer(cfg, tmp_path / "resumed")
+    resumed.fit(resume=True)
+    assert resumed.step == 4
+    assert all(torch.equal(a, b) for a, b in zip(params(straight.policy), params(resumed.policy), strict=True))
+    a = [r["reward/mean"] for r in read_metrics(tmp_path / "straight")]
+    b = [r["reward/mean"] for r in read_metrics(tmp_path / "resumed")]
+    assert a == b and len(a) == 4
+    opt_a, opt_b = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
+
+
+def test_logs_samples_checkpoints_and_evaluation_hook(tmp_path):
+    calls = []
+
+    def evaluate(policy, step):
+        calls.append(step)
+        return {"probe": float(step)}
+
+    cfg = small(steps=2, sample_every=2, save_every=1, keep_checkpoints=1, num_samples=3, eval_every=2)
+    last = Trainer(cfg, tmp_path, evaluate_fn=evaluate).fit()
+    rows = read_metrics(tmp_path)
+    assert calls == [0, 2]
+    assert [r["step"] for r in rows if "reward/mean" in r] == [1, 2]
+    need = {"reward/mean", "reward/shapes-geneval/mean", "reward/shapes-geneval/correct", "kl", "clip_frac",
+            "entropy", "reward/zero_std_frac", "structure_frac", "stage/global/tokens", "stage/struct/tokens",
+            "stage/refine/tokens", "throughput/images_per_s", "lr"}
+    assert need <= set(rows[1])
+    assert rows[1]["structure_frac"] == pytest.approx(0.3125)          # ceil(0.3 * 64) / 64
+    assert any(r.get("eval/probe") == 2.0 for r in rows) and last["eval/probe"] == 2.0
+    samples = tmp_path / "samples" / "step_000002"
+    lines = [json.loads(x) for x in (samples / "rewards.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and all((samples / x["file"]).is_file() for x in lines)
+    assert {"prompt", "reward", "reward/shapes-geneval"} <= set(lines[0])
+    kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert kept == ["step_000002"]
+    loaded = policies.load(tmp_path)                                   # a run folder resolves to its latest
+    assert loaded.default_sampler()["steps"] == cfg.rollout_steps
+
+
+def test_config_presets_overrides_and_errors():
+    cfg = load_config("shapes-tiny", {"preset": "maskgrpo", "inner_iters": 4})
+    assert (cfg.subset, cfg.context, cfg.n_global, cfg.lambda_s) == ("maskgrpo", "reveal_unsampled", 4, 0.0)
+    assert load_config("shapes-tiny", {"preset": "grpo", "lambda_s": 0.5}).lambda_s == 0.5    # key=value wins
+    assert load_config("shapes-tiny").reward_weights() == {"shapes-geneval": 1.0}
+    assert load_config("shapes-tiny", {"reward": ["a=0.5", "b"]}).reward_weights() == {"a": 0.5, "b": 1.0}
+    with pytest.raises(UserError, match="unknown key"):
+        load_config("shapes-tiny", {"lamda_s": 1})
+    with pytest.raises(UserError):
+        load_config("shapes-tiny", {"partition": "random"})
+    with pytest.raises(UserError):
+        load_config("no-such-config")
+
+
+def test_cli_train_writes_a_run(tmp_path, capsys):
+    from paintbench.commands import train as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args(["shapes-tiny", "steps=1", "warmstart_steps=2", "prompts_per_step=2", "group_size=2",
+                              "rollout_steps=2", "inner_iters=2", "n_global=1", "n_struct=1", "tensorboard=false",
+                              "--reward", "shapes-geneval=2.0", "--out", str(tmp_path)])
+    assert cmd.run(args) == 0
+    assert "final reward/mean=" in capsys.readouterr().out
+    rows = read_metrics(tmp_path)
+    assert rows[-1]["step"] == 1 and rows[-1]["reward/mean"] == pytest.approx(2 * rows[-1]["reward/shapes-geneval/mean"])
+    assert (tmp_path / "checkpoints" / "warmstart" / "policy" / "policy.json").is_file()
+    assert (tmp_path / "config.yaml").read_text().count("shapes-geneval=2.0") == 1
+    args = parser.parse_args(["shapes-tiny", "nonsense=1", "--dry-run"])
+    with pytest.raises(UserError):
+        cmd.run(args)
+
+
+def test_rollout_chunks_and_async_rewards_do_not_change_a_round(tmp_path):
+    plain = Trainer(small(), tmp_path / "a")
+    plain.setup()
+    chunked = Trainer(small(rollout_batch_size=3, reward_async=True), tmp_path / "b")
+    chunked.setup()
+    a, b = plain.collect(1), chunked.collect(1)
+    assert torch.equal(a.roll.codes, b.roll.codes) and torch.equal(a.roll.commit_step, b.roll.commit_step)
+    assert torch.equal(a.reward_total, b.reward_total) and torch.equal(a.advantages, b.advantages)

@@ -1,0 +1,129 @@
+"""Checkpoints that resume exactly.
+
+`DIR/checkpoints/step_<n>/` holds:
+- `policy/`: the policy as `trainer.policies.load` reads it (policy.json + weights.safetensors: the whole
+  tiny model, or only the LoRA adapter of an 8B backbone) — also what `paintbench eval --generator
+  policy:...` takes;
+- `reference.safetensors`: the frozen reference policy when it is a separate copy (full fine-tuning; a
+  LoRA reference is the adapter-disabled base and needs nothing);
+- `trainer_state.pt`: optimizer and LR-scheduler state, the round counter, the data position, every RNG
+  state (Python, NumPy, torch CPU and CUDA) and the config it was written under.
+
+`DIR/checkpoints/latest` names the newest. Writing goes to a temporary folder renamed at the end, so a
+crash never leaves a half-written checkpoint that `latest` points to. The rollouts and subsets draw from
+generators seeded by (seed, round, row), so the RNG states matter only for code outside the trainer
+(dropout, user rewards); they are restored anyway.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_FILE = "trainer_state.pt"
+REFERENCE_FILE = "reference.safetensors"
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def checkpoint_dir(out_dir: str | Path, step: int) -> Path:
+    return Path(out_dir) / CHECKPOINTS / f"step_{step:06d}"
+
+
+def save_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    *,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data_position: int,
+    config: dict[str, Any],
+    reference_state: dict[str, torch.Tensor] | None = None,
+    sampler: dict[str, Any] | None = None,
+    keep: int = 0,
+) -> Path:
+    from safetensors.torch import save_file
+
+    final = checkpoint_dir(out_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    policy.save(tmp / "policy", sampler=sampler)
+    if reference_state is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in reference_state.items()}, str(tmp / REFERENCE_FILE))
+    torch.save({
+        "step": int(step),
+        "data_position": int(data_position),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+        "config": config,
+    }, tmp / STATE_FILE)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    (final.parent / LATEST).write_text(final.name + "\n", encoding="utf-8")
+    if keep > 0:
+        prune(final.parent, keep)
+    return final
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the `keep` newest step_* checkpoints."""
+    steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    folder = Path(out_dir) / CHECKPOINTS
+    marker = folder / LATEST
+    if marker.is_file():
+        p = folder / marker.read_text(encoding="utf-8").strip()
+        if p.is_dir():
+            return p
+    steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    return steps[-1] if steps else None
+
+
+def load_trainer_state(checkpoint: str | Path) -> dict[str, Any]:
+    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def load_reference_state(checkpoint: str | Path) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    p = Path(checkpoint) / REFERENCE_FILE
+    return load_file(str(p)) if p.is_file() else None

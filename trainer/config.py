@@ -1,0 +1,254 @@
+"""`HTGRPOConfig`: every setting of a training run, in one documented dataclass.
+
+The same dataclass is the YAML schema (`trainer/configs/*.yaml`), the `key=value` overrides of
+`paintbench train`, and what the run directory records (`DIR/config.yaml`), through
+`paintbench.config` (`build`, `load_yaml`, `parse_overrides`, `to_dict`).
+
+Every ambiguous choice of the paper is a switch here with htgrpo.md's default, and the baselines are
+*presets* of the same trainer (`preset`), applied above the YAML file and below the overrides:
+
+- `htgrpo` (default): Sketch-Then-Paint stages, P1 partition, hierarchical credit, full-mask estimator.
+- `grpo`: uniform-credit GRPO on image tokens, d1/UniGRPO style: every iteration global, all tokens in
+  every loss (rho_min = 1), weights all 1, same full-mask estimator.
+- `maskgrpo`: MaskGRPO-style per-rollout random re-masking: every iteration global, uniform credit, the
+  re-masked set at MaskGRPO's rising rate is both the loss set and the only masked input
+  (`subset=maskgrpo`, `context=reveal_unsampled`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from paintbench.errors import UserError
+
+SHIPPED = Path(__file__).parent / "configs"
+
+
+def _f(default: Any, help_text: str) -> Any:
+    """A field with an immutable default and its help text (mutable defaults use `field` directly)."""
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass
+class HTGRPOConfig:
+    # -- run ---------------------------------------------------------------------------------------
+    preset: str = _f("htgrpo", "method preset (fixes its keys over the file; key=value overrides win): htgrpo | grpo | maskgrpo")
+    seed: int = _f(0, "run seed: rollouts, subsets, warm start and prompt order all derive from it")
+    steps: int = _f(60, "training rounds (each = rollouts + rewards + K inner optimizer steps)")
+    device: str = _f("cpu", "torch device (cuda picks cuda:LOCAL_RANK under torchrun)")
+    dtype: str = _f("float32", "policy dtype: float32 | bfloat16 (real backbones: bfloat16)")
+
+    # -- policy ------------------------------------------------------------------------------------
+    policy: str = _f("tiny", "policy kind: tiny | mmada | lumina-dimoo")
+    policy_path: str = _f("", "initial weights: a saved policy folder / checkpoint (any kind), or the "
+                             "model folder of mmada / lumina-dimoo")
+    policy_options: dict = field(default_factory=dict, metadata={"cli": False, "help": (
+        "extra constructor options of the policy (tiny: d_model, n_layers, ...; mmada/dimoo: vq_path, "
+        "tokenizer_path, layout, ...)")})
+    lora_rank: int = _f(0, "LoRA rank for mmada/dimoo (0 = full fine-tuning); MaskGRPO uses 128")
+    lora_alpha: float = _f(64.0, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_targets: list = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "LoRA target module names (MaskGRPO: q,k,v,o,gate,up,down)"})
+    gradient_checkpointing: bool = _f(False, "gradient checkpointing in the training forward (real backbones)")
+
+    # -- supervised warm start (tiny policy only) ----------------------------------------------------
+    warmstart_steps: int = _f(0, "masked-token steps on oracle layouts before RL (0 = none); the result "
+                                 "is the reference policy and the 'starting policy' of the run")
+    warmstart_batch: int = _f(64, "warm-start batch size")
+    warmstart_lr: float = _f(2e-3, "warm-start learning rate (AdamW)")
+    warmstart_drop_prompt: float = _f(0.1, "warm-start probability of the empty prompt (trains CFG's branch)")
+
+    # -- data ----------------------------------------------------------------------------------------
+    prompts: str = _f("shapes", "training prompts: 'shapes' (the shapes world's generator) or a JSONL "
+                                "file of GenEval-format records / {'prompt': ...} lines, or a .txt file")
+    prompt_seed: int = _f(1, "seed of the shapes prompt generator (the shapes eval suite uses 0)")
+    prompts_per_tag: int = _f(200, "shapes prompts per GenEval tag (smaller tags are used whole)")
+    prompts_per_step: int = _f(8, "B: prompts per round (global, across all processes)")
+    group_size: int = _f(8, "G: images per prompt (MaskGRPO: 9)")
+
+    # -- rollout -------------------------------------------------------------------------------------
+    rollout_steps: int = _f(8, "T: unmasking steps per rollout (MaskGRPO: 12 for MMaDA)")
+    cfg_scale: float = _f(1.0, "rollout classifier-free guidance scale s: (1+s)·cond − s·uncond")
+    temperature: float = _f(1.0, "rollout temperature (confidence noise; DiMOO mode: also the draw)")
+    temperature_mode: str = _f("compound", "compound (MMaDA: τ·(1−(n+1)/T) compounding) | constant (DiMOO)")
+    sampler: str = _f("maskgit", "maskgit | emerge (MaskGRPO's low-discrepancy sampler)")
+    rollout_batch_size: int = _f(0, "rollouts per forward batch (0 = a rank's whole share at once)")
+
+    # -- rewards ---------------------------------------------------------------------------------------
+    reward: list = field(default_factory=lambda: ["shapes-geneval=1.0"],
+                         metadata={"help": "rewards as NAME=WEIGHT; any registered metric provider"})
+    reward_options: dict = field(default_factory=lambda: {"shapes-geneval": {"mode": "reward"}}, metadata={
+        "cli": False, "help": "constructor options per reward provider (device is added)"})
+    reward_aggregation: str = _f("sum_then_normalize", "sum_then_normalize | normalize_then_sum (GDPO)")
+    reward_async: bool = _f(False, "score each rollout batch in a worker thread while the next is sampled")
+
+    # -- advantages --------------------------------------------------------------------------------------
+    adv_scale: str = _f("group", "group (MaskGRPO std) | batch (Flow-GRPO global std) | none (d1)")
+    adv_leave_one_out: bool = _f(False, "leave-one-out baseline (DiffuCoder)")
+    adv_eps: float = _f(1e-5, "epsilon added to the std")
+
+    # -- partition and credit ------------------------------------------------------------------------
+    partition: str = _f("commit", "structure tokens: commit (P1) | entropy (P2) | boundary (P3)")
+    rho_s: float = _f(0.3, "structure fraction for P1/P2")
+    eta: float = _f(0.5, "P3 threshold: boundary at the first step whose mean entropy < eta·Ĥ(0)")
+    lambda_s: float = _f(1.0, "extra credit weight of structure tokens (0 with lambda_h 0 = uniform)")
+    lambda_h: float = _f(0.0, "entropy-graded credit weight")
+    credit_form: str = _f("indicator", "indicator | graded_step (1 + λ_s·(1 − s/(T−1))^power)")
+    credit_power: float = _f(1.0, "exponent of the graded_step form")
+    credit_negative: str = _f("weighted", "weighted (same weights for A<0) | uniform (weight 1 when A<0)")
+
+    # -- inner loop: Sketch-Then-Paint schedule, estimator, loss ---------------------------------------
+    inner_iters: int = _f(6, "K: optimizer steps per round (μ)")
+    n_global: int = _f(2, "inner iterations of the global stage (all tokens)")
+    n_struct: int = _f(2, "inner iterations of the structure stage; the rest are refinement")
+    subset: str = _f("random", "token subsets: random (ρ~U[rho_min,1]) | maskgrpo (MaskGRPO's rising rate)")
+    rho_min: float = _f(0.5, "lower bound of the per-rollout subset fraction (1 = every candidate)")
+    remask_min_rate: float = _f(0.6, "m0 of MaskGRPO's re-masking rate min(m0 + (1−m0)k/K, 0.999)")
+    context: str = _f("full_mask", "estimator context: full_mask | reveal_unsampled | sketch_visible")
+    estimator_cfg: float = _f(0.0, "CFG scale inside the estimator (0: none, as MaskGRPO's default)")
+    clip_eps: float = _f(0.2, "PPO clip ε")
+    beta: float = _f(0.01, "k3 KL weight to the reference policy (0 skips the reference)")
+    loss_norm: str = _f("token", "token (mean over selected tokens) | sequence (per rollout, then mean)")
+    micro_batch_size: int = _f(0, "rollouts per backward pass (gradient accumulation; 0 = all at once)")
+
+    # -- optimizer -----------------------------------------------------------------------------------
+    lr: float = _f(3e-4, "AdamW learning rate (MaskGRPO on 8B with LoRA: 3e-6)")
+    betas: list = field(default_factory=lambda: [0.9, 0.99], metadata={"help": "AdamW betas"})
+    weight_decay: float = _f(0.0, "AdamW weight decay (MaskGRPO: 0.1)")
+    max_grad_norm: float = _f(1.0, "gradient-norm clip (MaskGRPO: 0.2; 0 = off)")
+    warmup_steps: int = _f(0, "linear LR warm-up, in optimizer steps")
+    lr_schedule: str = _f("constant_with_warmup", "constant_with_warmup | cosine")
+
+    # -- logging, checkpoints, evaluation ---------------------------------------------------------------
+    log_every: int = _f(1, "write metrics.jsonl every N rounds")
+    sample_every: int = _f(20, "save sample images with rewards every N rounds (0 = never)")
+    num_samples: int = _f(8, "images saved per sample dump")
+    save_every: int = _f(20, "checkpoint every N rounds (and at the end; 0 = only at the end)")
+    keep_checkpoints: int = _f(2, "checkpoints kept (oldest deleted; 0 = keep all)")
+    eval_every: int = _f(0, "evaluate on `eval_suite` every N rounds (0 = never)")
+    eval_suite: str = _f("shapes", "harness suite for periodic evaluation")
+    eval_images_per_prompt: int = _f(1, "images per prompt in periodic evaluation")
+    eval_max_prompts: int = _f(0, "cap on evaluation prompts (0 = the whole suite)")
+    tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
+
+    def __post_init__(self) -> None:
+        _check_choice("preset", self.preset, PRESETS)
+        _check_choice("policy", self.policy, ("tiny", "mmada", "lumina-dimoo"))
+        _check_choice("temperature_mode", self.temperature_mode, ("compound", "constant"))
+        _check_choice("sampler", self.sampler, ("maskgit", "emerge"))
+        _check_choice("reward_aggregation", self.reward_aggregation, ("sum_then_normalize", "normalize_then_sum"))
+        _check_choice("adv_scale", self.adv_scale, ("group", "batch", "none"))
+        _check_choice("partition", self.partition, ("commit", "entropy", "boundary"))
+        _check_choice("credit_form", self.credit_form, ("indicator", "graded_step"))
+        _check_choice("credit_negative", self.credit_negative, ("weighted", "uniform"))
+        _check_choice("subset", self.subset, ("random", "maskgrpo"))
+        _check_choice("context", self.context, ("full_mask", "reveal_unsampled", "sketch_visible"))
+        _check_choice("loss_norm", self.loss_norm, ("token", "sequence"))
+        _check_choice("lr_schedule", self.lr_schedule, ("constant_with_warmup", "cosine"))
+        if self.group_size < 1 or self.prompts_per_step < 1 or self.inner_iters < 1 or self.rollout_steps < 1:
+            raise UserError("group_size, prompts_per_step, inner_iters and rollout_steps must be >= 1")
+        if self.n_global < 0 or self.n_struct < 0 or self.n_global + self.n_struct > self.inner_iters:
+            raise UserError(f"need n_global + n_struct <= inner_iters, got {self.n_global} + {self.n_struct} "
+                            f"> {self.inner_iters}")
+        if not 0 <= self.rho_s <= 1 or not 0 <= self.rho_min <= 1:
+            raise UserError("rho_s and rho_min must lie in [0, 1]")
+        if self.adv_leave_one_out and self.group_size < 2:
+            raise UserError("adv_leave_one_out needs group_size >= 2")
+
+    # -- derived -----------------------------------------------------------------------------------
+    def reward_weights(self) -> dict[str, float]:
+        """`reward` entries NAME=WEIGHT (WEIGHT defaults to 1) as an ordered dict."""
+        out: dict[str, float] = {}
+        for item in self.reward:
+            name, sep, weight = str(item).partition("=")
+            name = name.strip()
+            if not name:
+                raise UserError(f"reward entry {item!r} has no metric name")
+            try:
+                out[name] = float(weight) if sep else 1.0
+            except ValueError:
+                raise UserError(f"reward entry {item!r}: weight {weight!r} is not a number") from None
+        if not out:
+            raise UserError("at least one reward is needed")
+        return out
+
+    def sampler_options(self) -> dict[str, Any]:
+        return {"steps": self.rollout_steps, "cfg_scale": self.cfg_scale, "temperature": self.temperature,
+                "temperature_mode": self.temperature_mode, "sampler": self.sampler}
+
+    def stages(self) -> list[str]:
+        from trainer.schedule import stage_of
+
+        return [stage_of(k, self.n_global, self.n_struct, self.inner_iters) for k in range(1, self.inner_iters + 1)]
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "htgrpo": {},
+    "grpo": {"n_struct": 0, "lambda_s": 0.0, "lambda_h": 0.0, "subset": "random", "rho_min": 1.0,
+             "context": "full_mask"},
+    "maskgrpo": {"n_struct": 0, "lambda_s": 0.0, "lambda_h": 0.0, "subset": "maskgrpo",
+                 "context": "reveal_unsampled"},
+}
+"""Overrides each preset applies (n_global is set to inner_iters for the baselines: every iteration
+global)."""
+
+
+def _check_choice(name: str, value: Any, choices: Any) -> None:
+    if value not in choices:
+        raise UserError(f"{name}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def preset_layer(name: str, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The preset's overrides; `n_global` follows the final `inner_iters` for the baselines."""
+    if name not in PRESETS:
+        raise UserError(f"preset: {name!r} is not one of {', '.join(PRESETS)}")
+    out = dict(PRESETS[name])
+    if name != "htgrpo":
+        k = HTGRPOConfig.__dataclass_fields__["inner_iters"].default
+        for layer in layers:
+            if layer.get("inner_iters") is not None:
+                k = int(layer["inner_iters"])
+        out["n_global"] = k
+    return out
+
+
+def resolve_config_path(name_or_path: str) -> Path:
+    """A YAML path, or the name of a shipped config (`shapes-tiny`)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise UserError(f"{p}: no such config file")
+        return p
+    shipped = SHIPPED / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(f.stem for f in SHIPPED.glob("*.yaml"))
+    raise UserError(f"unknown config {name_or_path!r}: not a file, and the shipped configs are {', '.join(names)}")
+
+
+def load_config(config: str | Path | dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> HTGRPOConfig:
+    """defaults < YAML file (or dict) < preset < overrides. `config` may be a path, a shipped name or a
+    dict of keys. The preset sits above the file so `paintbench train shapes-tiny preset=grpo` gives the
+    pure baseline even though the file spells out HT-GRPO's settings; `key=value` still wins."""
+    from paintbench.config import build, load_yaml
+
+    if config is None:
+        file_layer: dict[str, Any] = {}
+        source = "config"
+    elif isinstance(config, dict):
+        file_layer, source = dict(config), "config"
+    else:
+        path = resolve_config_path(str(config))
+        file_layer, source = load_yaml(path), str(path)
+    over = dict(overrides or {})
+    preset = str(over.get("preset") or file_layer.get("preset") or "htgrpo")
+    layers = [file_layer, over]
+    return build(HTGRPOConfig, file_layer, preset_layer(preset, layers), over, source=source)
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(HTGRPOConfig)]

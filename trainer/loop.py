@@ -1,0 +1,481 @@
+"""The HT-GRPO training loop (htgrpo.md step 8), top to bottom.
+
+    for round in 1..steps:
+        prompts  = next B prompts, each repeated G times (prompt-major), this rank's share
+        rollout  = iterative unmasking (codes, commit step, commit entropy per image token)
+        rewards  = weighted metric providers on the decoded images        → gathered over ranks
+        A        = group-relative advantages (global batch), this rank's slice
+        struct   = partition(commit step, entropy);  Â = A · credit_weights(struct, ...)
+        plan     = for k in 1..K: stage, candidate set, token subset S_k, estimator canvas
+        lp_old, lp_ref = estimator under θ_old and π_ref (once per round for the full-mask context)
+        for k in 1..K:  loss_k = clipped surrogate + β·k3 KL over S_k;  one optimizer step
+        log, sample images, evaluate, checkpoint
+
+`Trainer.round` is exactly this list; each line is one method below it. The pure maths lives in
+`advantages`, `partition`, `credit`, `schedule`, `estimator` and `loss`; this module only wires them.
+
+Determinism: every random draw is keyed by (seed, round, global row) or (seed, round, iteration), so a
+run resumed from a checkpoint, or split over several processes, computes the same updates.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from paintbench.config import to_dict
+from trainer import advantages as adv_mod
+from trainer import checkpoint as ckpt
+from trainer.config import HTGRPOConfig
+from trainer.credit import credit_weights, token_advantages
+from trainer.data import batch_indices, hash_seed, load_records
+from trainer.dist import Dist, init_from_env
+from trainer.estimator import EstimatorBatch, canvas_for, forward_count, token_logps, unique_prompts
+from trainer.logs import RunLogger
+from trainer.loss import LossStats, clipped_kl_loss, normalizer_of
+from trainer.partition import structure_mask
+from trainer.policy import MaskedImagePolicy
+from trainer.rewards import AsyncScorer, RewardModel, RewardResult
+from trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
+from trainer.schedule import candidates, stage_of, subset_noise, token_subset
+
+EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
+
+
+@dataclass
+class RoundBatch:
+    """Everything one round knows about this rank's share of the global batch."""
+
+    step: int
+    records: list[dict[str, Any]]          # the B prompt records of the round (global)
+    rows: range                            # this rank's global rows
+    estimator: EstimatorBatch              # unique prompts, row → prompt, codes
+    roll: Rollout | None = None
+    rewards: RewardResult | None = None
+    reward_total: torch.Tensor | None = None     # global [B·G]
+    advantages: torch.Tensor | None = None       # local [R]
+    struct: torch.Tensor | None = None           # local [R, N]
+    token_adv: torch.Tensor | None = None        # local [R, N]
+    plan: list[dict[str, Any]] = field(default_factory=list)
+    images: torch.Tensor | None = None           # local decoded images (uint8, kept for samples)
+    components: dict[str, torch.Tensor] = field(default_factory=dict)   # global reward components
+    reward_seconds: float = 0.0
+
+
+class Trainer:
+    """Owns the policy, reference, optimizer, rewards and logs of one run directory."""
+
+    def __init__(
+        self,
+        cfg: HTGRPOConfig,
+        out_dir: str | Path,
+        *,
+        evaluate_fn: EvaluateFn | None = None,
+        policy: MaskedImagePolicy | None = None,
+        reward_model: RewardModel | None = None,
+        dist: Dist | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.dist = dist or init_from_env(cfg.device)
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if cfg.device == "cuda" else cfg.device)
+        self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag)
+        self.policy = policy if policy is not None else self._build_policy()
+        self.reward_model = reward_model or RewardModel(cfg.reward_weights(), options=cfg.reward_options,
+                                                        device=self.device)
+        self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
+        self.sampler = SamplerOptions.from_dict(cfg.sampler_options())
+        self.stages = cfg.stages()
+        self.logger = RunLogger(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard)
+        self.step = 0
+        self.reference: MaskedImagePolicy | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: Any = None
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def _build_policy(self) -> MaskedImagePolicy:
+        from trainer import policies
+
+        cfg = self.cfg
+        if cfg.policy_path and cfg.policy == "tiny":
+            return policies.load(cfg.policy_path, device=self.device, dtype=cfg.dtype)
+        options = dict(cfg.policy_options)
+        if cfg.policy != "tiny":
+            options.setdefault("model_path", cfg.policy_path)
+            options.update(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                           lora_targets=list(cfg.lora_targets))
+        return policies.build(cfg.policy, device=self.device, dtype=cfg.dtype, **options)
+
+    def setup(self, *, resume: bool = False) -> None:
+        """Warm start (fresh runs), reference policy, optimizer and scheduler; or restore a checkpoint."""
+        cfg = self.cfg
+        self.policy.set_gradient_checkpointing(cfg.gradient_checkpointing)
+        found = ckpt.latest_checkpoint(self.out) if resume else None
+        if found is not None:
+            from trainer.policy import load_weights
+
+            self.policy.load_policy_state(load_weights(found / "policy"))
+            ref_state = ckpt.load_reference_state(found)
+        else:
+            if cfg.warmstart_steps > 0:
+                from trainer.warmstart import warm_start
+
+                warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
+                           lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed)
+            ref_state = None
+        self.dist.broadcast_parameters(self.policy.trainable_parameters())
+        self.reference = self._make_reference(ref_state) if cfg.beta != 0 else None
+        params = self.policy.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        if found is not None:
+            state = ckpt.load_trainer_state(found)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            ckpt.set_rng_state(state["rng"])
+            self.step = int(state["step"])
+            self.logger.truncate_after(self.step)
+        elif self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.warmstart_steps > 0:
+                self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
+        if self.dist.main:
+            import yaml
+
+            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+    def _make_reference(self, state: dict[str, torch.Tensor] | None) -> MaskedImagePolicy:
+        ref = self.policy.make_reference()
+        if state is not None:
+            ref.load_state_dict(state)
+        return ref
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Run rounds until `cfg.steps`; returns the last logged metrics."""
+        self.setup(resume=resume)
+        last: dict[str, Any] = {}
+        if self.step == 0 and self.cfg.eval_every > 0:
+            self.logger.log(0, self._evaluate(0))
+        while self.step < self.cfg.steps:
+            self.step += 1
+            last = self.round(self.step)
+        self._checkpoint(force=True)
+        self.logger.close()
+        return last
+
+    def round(self, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        batch = self.collect(step)
+        t1 = time.perf_counter()
+        update_stats = self.learn(batch)
+        t2 = time.perf_counter()
+        times = (t1 - t0 - batch.reward_seconds, batch.reward_seconds, t2 - t1, t2 - t0)
+        metrics = self.metrics(batch, update_stats, times=times)
+        if self.cfg.log_every and step % self.cfg.log_every == 0:
+            self.logger.log(step, metrics)
+        if self.cfg.sample_every and step % self.cfg.sample_every == 0:
+            self.save_samples(batch)
+        if self.cfg.eval_every and step % self.cfg.eval_every == 0:
+            ev = self._evaluate(step)
+            metrics.update(ev)
+            self.logger.log(step, ev)
+        self._checkpoint()
+        return metrics
+
+    def collect(self, step: int) -> RoundBatch:
+        """Prompts, rollouts, rewards and advantages of round `step` (no parameter changes)."""
+        batch = self.prompts(step)
+        batch.roll, batch.rewards, batch.reward_seconds = self.rollout_and_score(batch)
+        self.advantages(batch)
+        return batch
+
+    def learn(self, batch: RoundBatch) -> dict[str, Any]:
+        """Partition, credit, plan, old/reference log-probs and the K inner optimizer steps."""
+        self.credit(batch)
+        self.plan(batch)
+        lp_old, lp_ref = self.old_and_reference_logps(batch)
+        return self.update(batch, lp_old, lp_ref)
+
+    # 1. prompts ----------------------------------------------------------------------------------------
+    def prompts(self, step: int) -> RoundBatch:
+        cfg = self.cfg
+        b, g = cfg.prompts_per_step, cfg.group_size
+        idx = batch_indices(len(self.records), cfg.seed, (step - 1) * b, b)
+        records = [self.records[i] for i in idx]
+        start, stop = self.dist.share(b * g)
+        rows = range(start, stop)
+        uniq, inverse = unique_prompts([r // g for r in rows])
+        texts = [records[int(u)]["prompt"] for u in uniq]
+        est = EstimatorBatch(self.policy.encode_prompts(texts), inverse.to(self.device),
+                             torch.empty(0, dtype=torch.long, device=self.device))
+        return RoundBatch(step=step, records=records, rows=rows, estimator=est)
+
+    # 2. rollouts and rewards -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def rollout_and_score(self, batch: RoundBatch) -> tuple[Rollout, RewardResult, float]:
+        cfg = self.cfg
+        g = cfg.group_size
+        self.policy.eval()
+        rows = list(batch.rows)
+        per = cfg.rollout_batch_size or len(rows)
+        scorer = AsyncScorer(self.reward_model, cfg.reward_async)
+        parts, images = [], []
+        t_reward = 0.0
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            local = torch.arange(start, start + len(chunk))
+            prompts = batch.estimator.prompts.select(batch.estimator.row_prompt[local].cpu())
+            gens = make_generators([hash_seed(cfg.seed, "rollout", batch.step, r) for r in chunk], self.device)
+            part = rollout(self.policy, prompts, gens, self.sampler)
+            img = self.policy.decode(part.codes)
+            recs = [batch.records[r // g] for r in chunk]
+            t = time.perf_counter()
+            scorer.submit(img, [r["prompt"] for r in recs], recs)
+            t_reward += time.perf_counter() - t
+            parts.append(part)
+            images.append(img)
+        t = time.perf_counter()
+        rewards = scorer.results()
+        scorer.close()
+        t_reward += time.perf_counter() - t
+        roll = Rollout.cat(parts)
+        batch.estimator.codes = roll.codes
+        batch.images = torch.cat(images)
+        return roll, rewards, t_reward
+
+    # 3. advantages (global batch) ------------------------------------------------------------------------
+    def advantages(self, batch: RoundBatch) -> None:
+        cfg = self.cfg
+        assert batch.rewards is not None
+        comps = {k: self.dist.all_gather_cat(v.to(self.device)).cpu() for k, v in batch.rewards.components.items()}
+        adv, total = adv_mod.multi_reward_advantages(
+            comps, self.reward_model.weights, cfg.group_size, aggregation=cfg.reward_aggregation,
+            scale=cfg.adv_scale, leave_one_out=cfg.adv_leave_one_out, eps=cfg.adv_eps)
+        batch.components = comps
+        batch.reward_total = total
+        batch.advantages = adv[batch.rows.start:batch.rows.stop].to(self.device)
+
+    # 4. partition and credit ----------------------------------------------------------------------------
+    def credit(self, batch: RoundBatch) -> None:
+        cfg, roll = self.cfg, batch.roll
+        assert roll is not None and batch.advantages is not None
+        batch.struct = structure_mask(roll.commit_step, roll.commit_entropy, rule=cfg.partition, rho_s=cfg.rho_s,
+                                      eta=cfg.eta, num_steps=roll.num_steps)
+        w = credit_weights(batch.struct, roll.commit_entropy, roll.commit_step, lambda_s=cfg.lambda_s,
+                           lambda_h=cfg.lambda_h, form=cfg.credit_form, power=cfg.credit_power,
+                           num_steps=roll.num_steps)
+        batch.token_adv = token_advantages(batch.advantages, w, negative=cfg.credit_negative)
+
+    # 5. the inner-loop plan: stage, subset and estimator canvas per iteration ---------------------------
+    def plan(self, batch: RoundBatch) -> None:
+        cfg = self.cfg
+        assert batch.struct is not None and batch.roll is not None
+        total_rows = cfg.prompts_per_step * cfg.group_size
+        n = batch.roll.codes.shape[1]
+        batch.plan = []
+        for k in range(1, cfg.inner_iters + 1):
+            stage = stage_of(k, cfg.n_global, cfg.n_struct, cfg.inner_iters)
+            gen = torch.Generator()
+            gen.manual_seed(hash_seed(cfg.seed, "subset", batch.step, k))
+            u, rho = subset_noise(total_rows, n, gen, rho_min=cfg.rho_min)
+            sl = slice(batch.rows.start, batch.rows.stop)
+            cands = candidates(stage, batch.struct)
+            subset = token_subset(cands, u[sl].to(self.device), rho[sl].to(self.device), rule=cfg.subset, k=k,
+                                  num_iters=cfg.inner_iters, min_rate=cfg.remask_min_rate)
+            canvas = canvas_for(cfg.context, batch.roll.codes, subset, batch.struct, stage)
+            batch.plan.append({"k": k, "stage": stage, "subset": subset, "canvas": canvas})
+
+    # 6. old and reference log-probs -------------------------------------------------------------------
+    @torch.no_grad()
+    def old_and_reference_logps(self, batch: RoundBatch) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Per iteration k: lp_old and lp_ref [R, N]. Iterations that share the fully masked canvas share
+        one computation (one forward per unique prompt for the whole round)."""
+        self.policy.eval()
+        shared: dict[str, torch.Tensor | None] = {}
+        olds, refs = [], []
+        for item in batch.plan:
+            canvas = item["canvas"]
+            if canvas is None and "old" in shared:
+                olds.append(shared["old"])  # type: ignore[arg-type]
+                refs.append(shared["ref"])
+                continue
+            old = self._logps(self.policy, batch.estimator, canvas)
+            ref = self._logps(self.reference, batch.estimator, canvas) if self.reference is not None else None
+            if canvas is None:
+                shared["old"], shared["ref"] = old, ref
+            olds.append(old)
+            refs.append(ref)
+        return olds, refs
+
+    def _logps(self, policy: MaskedImagePolicy, est: EstimatorBatch, canvas: torch.Tensor | None) -> torch.Tensor:
+        out = []
+        for idx in self._micro_batches(len(est.codes)):
+            sub = est if idx is None else est.rows(idx)
+            out.append(token_logps(policy, sub, None if canvas is None else canvas[idx] if idx is not None else canvas,
+                                   cfg_scale=self.cfg.estimator_cfg).float())
+        return torch.cat(out)
+
+    def _micro_batches(self, rows: int) -> list[torch.Tensor | None]:
+        per = self.cfg.micro_batch_size
+        if per <= 0 or per >= rows:
+            return [None]
+        return [torch.arange(s, min(s + per, rows)) for s in range(0, rows, per)]
+
+    # 7. K inner iterations, one optimizer step each ---------------------------------------------------
+    def update(self, batch: RoundBatch, lp_old: list[torch.Tensor], lp_ref: list[torch.Tensor | None]) -> dict[str, Any]:
+        cfg = self.cfg
+        assert self.optimizer is not None and batch.token_adv is not None
+        params = self.policy.trainable_parameters()
+        self.policy.train()
+        per_stage: dict[str, LossStats] = {}
+        losses, grad_norms = [], []
+        for item, old, ref in zip(batch.plan, lp_old, lp_ref, strict=True):
+            subset, canvas = item["subset"], item["canvas"]
+            z = self.dist.sum([normalizer_of(subset, cfg.loss_norm)])[0]
+            self.optimizer.zero_grad(set_to_none=True)
+            stats, loss_total = LossStats(), 0.0
+            for idx in self._micro_batches(len(subset)):
+                sel = slice(None) if idx is None else idx
+                est = batch.estimator if idx is None else batch.estimator.rows(idx)
+                mb_canvas = None if canvas is None else canvas[sel]
+                lp = token_logps(self.policy, est, mb_canvas, cfg_scale=cfg.estimator_cfg).float()
+                loss, st = clipped_kl_loss(lp, old[sel], batch.token_adv[sel], subset[sel],
+                                           lp_ref=None if ref is None else ref[sel], clip_eps=cfg.clip_eps,
+                                           beta=cfg.beta, norm=cfg.loss_norm, normalizer=z)
+                loss.backward()
+                stats = stats.add(st)
+                loss_total += float(loss.detach())
+            self.dist.all_reduce_grads(params)
+            norm = clip_gradients(params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(self.dist.sum([loss_total])[0])
+            grad_norms.append(norm)
+            per_stage[item["stage"]] = per_stage.get(item["stage"], LossStats()).add(stats)
+        self.policy.eval()
+        totals = {s: LossStats(*self.dist.sum(st.as_list())) for s, st in per_stage.items()}
+        return {"losses": losses, "grad_norms": grad_norms, "per_stage": totals}
+
+    # 8. logs, samples, evaluation, checkpoints -------------------------------------------------------------
+    def metrics(self, batch: RoundBatch, upd: dict[str, Any], *, times: tuple[float, float, float, float]) -> dict[str, Any]:
+        cfg = self.cfg
+        assert batch.reward_total is not None and batch.roll is not None and batch.struct is not None
+        total = batch.reward_total
+        out: dict[str, Any] = {"reward/mean": float(total.mean()), "reward/std": float(total.std()) if len(total) > 1 else 0.0}
+        for name, v in batch.components.items():
+            out[f"reward/{name}/mean"] = float(v.mean())
+            out[f"reward/{name}/std"] = float(v.std()) if len(v) > 1 else 0.0
+        assert batch.rewards is not None
+        for key, v in batch.rewards.extras.items():
+            out[f"reward/{key}"] = float(self.dist.all_gather_cat(v.to(self.device)).float().mean())
+        out["reward/zero_std_frac"] = adv_mod.zero_std_fraction(total, cfg.group_size)
+        all_stats = LossStats()
+        for s in upd["per_stage"].values():
+            all_stats = all_stats.add(s)
+        m = all_stats.means()
+        out.update({"loss": float(sum(upd["losses"]) / len(upd["losses"])), "kl": m["kl"], "clip_frac": m["clip_frac"],
+                    "ratio": m["ratio"], "adv/abs_mean": float(self.dist.sum([float(batch.advantages.abs().sum())])[0] / len(total)),
+                    "adv_tok/abs_mean": m["adv_abs"]})
+        ent, struct, cnt = self.dist.sum([float(batch.roll.commit_entropy.sum()), float(batch.struct.float().sum()),
+                                          float(batch.struct.numel())])
+        out["entropy"] = ent / max(cnt, 1.0)
+        out["structure_frac"] = struct / max(cnt, 1.0)
+        for stage, st in upd["per_stage"].items():
+            sm = st.means()
+            out.update({f"stage/{stage}/tokens": sm["tokens"], f"stage/{stage}/clip_frac": sm["clip_frac"],
+                        f"stage/{stage}/kl": sm["kl"], f"stage/{stage}/adv_abs": sm["adv_abs"]})
+        out["lr"] = float(self.scheduler.get_last_lr()[0])
+        out["grad_norm"] = float(sum(upd["grad_norms"]) / len(upd["grad_norms"]))
+        t_roll, t_rew, t_upd, t_all = times
+        seqs = forward_count(cfg.context, cfg.prompts_per_step * cfg.group_size, cfg.prompts_per_step,
+                             cfg.inner_iters, self.stages, with_ref=self.reference is not None)
+        out.update({"time/rollout_s": t_roll, "time/reward_s": t_rew, "time/update_s": t_upd, "time/step_s": t_all,
+                    "throughput/images_per_s": len(total) / max(t_all, 1e-9),
+                    "throughput/sequences_per_s": seqs / max(t_upd, 1e-9)})
+        return out
+
+    def save_samples(self, batch: RoundBatch) -> None:
+        if not self.dist.main or batch.images is None or batch.rewards is None:
+            return
+        n = min(self.cfg.num_samples, len(batch.images))
+        g = self.cfg.group_size
+        prompts = [batch.records[r // g]["prompt"] for r in list(batch.rows)[:n]]
+        total = batch.reward_total[batch.rows.start:batch.rows.start + n]  # type: ignore[index]
+        comps = {k: v[:n] for k, v in batch.rewards.components.items()}
+        self.logger.samples(batch.step, batch.images[:n], prompts, total, comps)
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        if self.evaluate_fn is None or not self.dist.main:
+            return {}
+        res = self.evaluate_fn(self.policy, step)
+        return {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in res.items()}
+
+    def _checkpoint(self, *, force: bool = False) -> Path | None:
+        cfg = self.cfg
+        due = force or (cfg.save_every > 0 and self.step % cfg.save_every == 0)
+        if not due or not self.dist.main or self.step == 0:
+            return None
+        latest = ckpt.latest_checkpoint(self.out)
+        if force and latest is not None and latest.name == f"step_{self.step:06d}":
+            return latest
+        assert self.optimizer is not None
+        ref_state = None
+        if self.reference is not None and self.policy.reference_is_copy:
+            ref_state = dict(self.reference.state_dict())
+        return ckpt.save_checkpoint(
+            self.out, self.step, policy=self.policy, optimizer=self.optimizer, scheduler=self.scheduler,
+            data_position=self.step * cfg.prompts_per_step, config=to_dict(cfg), reference_state=ref_state,
+            sampler=cfg.sampler_options(), keep=cfg.keep_checkpoints)
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
+    """Clip the global gradient norm (0 = no clipping); returns the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+
+def lr_lambda(cfg: HTGRPOConfig) -> Callable[[int], float]:
+    total = max(1, cfg.steps * cfg.inner_iters)
+    warm = max(0, cfg.warmup_steps)
+
+    def f(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if cfg.lr_schedule == "cosine":
+            progress = min(1.0, (s - warm) / max(1, total - warm))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
+
+
+def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:
+    if cfg.eval_every <= 0:
+        return None
+    from trainer.evaluate import SuiteEvaluator
+
+    return SuiteEvaluator(cfg.eval_suite, images_per_prompt=cfg.eval_images_per_prompt,
+                          max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.seed)
+
+
+def train(cfg: HTGRPOConfig, out_dir: str | Path, *, resume: bool = False,
+          evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+    """Train per `cfg` into `out_dir` (resume from its latest checkpoint if asked)."""
+    trainer = Trainer(cfg, out_dir, evaluate_fn=evaluate_fn)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        from trainer.dist import shutdown
+
+        shutdown(trainer.dist)

@@ -1,0 +1,164 @@
+"""What the two 8B adapters (MMaDA, Lumina-DiMOO) share: LoRA through peft, the adapter-disabled
+reference, gradient checkpointing, saving only what training changed, and VQ decoding to uint8.
+
+An adapter is built from *modules* (the language model, its tokenizer, the VQ decoder) plus a token
+layout, so tests can hand it small stand-in modules that honour the same forward signature; the
+`from_options` classmethods do the real loading from local paths with the published model code.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from trainer.policy import MaskedImagePolicy, PromptBatch, load_weights
+
+
+def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, targets: Sequence[str]) -> nn.Module:
+    """Wrap `model` with LoRA adapters on the named modules (peft). Only adapter weights stay trainable."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("LoRA needs peft: pip install 'paintbench[train]'") from e
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    wanted = [t for t in targets if t in present]
+    if not wanted:
+        raise ValueError(f"none of the LoRA targets {list(targets)} is a module of this model "
+                         f"(module names include {sorted(present)[:12]})")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=wanted, bias="none")
+    return get_peft_model(model, config)
+
+
+def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, state)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise ValueError(f"LoRA checkpoint has keys this model lacks: {unexpected[:5]}")
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> bool:
+    """Best effort over the APIs the published models expose; returns whether one was found."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for name, args in (("gradient_checkpointing_enable", ()), ("set_activation_checkpointing", ("whole_layer",))):
+        fn = getattr(target, name, None)
+        if callable(fn):
+            try:
+                fn(*args)
+                if hasattr(model, "enable_input_require_grads"):
+                    model.enable_input_require_grads()
+                return True
+            except (TypeError, ValueError, NotImplementedError):
+                continue
+    warnings.warn(f"{type(target).__name__} exposes no gradient-checkpointing switch; training without it",
+                  stacklevel=2)
+    return False
+
+
+class AdapterDisabledReference(nn.Module):
+    """π_ref for a LoRA policy: the same base model with the adapter switched off (no weight copy)."""
+
+    def __init__(self, policy: BackbonePolicy) -> None:
+        super().__init__()
+        self._policy = [policy]          # a list, so the policy's parameters are not registered twice
+
+    def image_logits(self, prompts: PromptBatch, canvas: torch.Tensor, *, cfg_scale: float = 0.0) -> torch.Tensor:
+        policy = self._policy[0]
+        with torch.no_grad(), policy.model.disable_adapter():
+            return policy.image_logits(prompts, canvas, cfg_scale=cfg_scale)
+
+    @property
+    def device(self) -> torch.device:
+        return self._policy[0].device
+
+
+class BackbonePolicy(MaskedImagePolicy):
+    """Base of the 8B adapters: `model` (the language model, maybe LoRA-wrapped), `tokenizer`, `vq`."""
+
+    kind: ClassVar[str] = "backbone"
+
+    def __init__(self, model: nn.Module, tokenizer: Any, vq: nn.Module | None, *, options: dict[str, Any]) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.vq = vq
+        if vq is not None:
+            vq.requires_grad_(False)
+        self.options = dict(options)
+        self.lora = int(options.get("lora_rank", 0)) > 0
+
+    # LoRA ---------------------------------------------------------------------------------------------
+    def add_lora(self, *, rank: int, alpha: float, dropout: float, targets: Sequence[str]) -> None:
+        self.model = apply_lora(self.model, rank=rank, alpha=alpha, dropout=dropout, targets=targets)
+        self.lora = True
+        self.options.update(lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, lora_targets=list(targets))
+
+    @property
+    def reference_is_copy(self) -> bool:  # type: ignore[override]
+        return not self.lora
+
+    def make_reference(self) -> MaskedImagePolicy:
+        if self.lora:
+            return AdapterDisabledReference(self)  # type: ignore[return-value]
+        return super().make_reference()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        if self.lora:
+            return {f"lora.{k}": v.contiguous() for k, v in lora_state(self.model).items()}
+        return {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+
+    def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
+        if any(k.startswith("lora.") for k in state):
+            if not self.lora:
+                raise ValueError(f"{self.kind}: checkpoint holds a LoRA adapter but the policy has none")
+            load_lora_state(self.model, {k[5:]: v for k, v in state.items() if k.startswith("lora.")})
+            return
+        model_state = {k[6:]: v for k, v in state.items() if k.startswith("model.")}
+        _, unexpected = self.model.load_state_dict(model_state, strict=False)
+        if unexpected:
+            raise ValueError(f"{self.kind}: checkpoint keys not in the model: {unexpected[:5]}")
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        if enabled:
+            enable_gradient_checkpointing(self.model)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], folder: Any, *, device: Any = "cpu", dtype: Any = "bfloat16"):
+        policy = cls.from_options(device=device, dtype=dtype, **config)
+        policy.load_policy_state(load_weights(folder))
+        return policy
+
+    @classmethod
+    def from_options(cls, *, device: Any = "cpu", dtype: Any = "bfloat16", **options: Any):  # pragma: no cover
+        raise NotImplementedError
+
+
+def to_uint8(images: torch.Tensor, *, low: float) -> torch.Tensor:
+    """Decoder output in [low, 1] (MAGVIT-v2: [-1, 1]; diffusers VQModel: [0, 1]) → uint8 [B, 3, H, W]."""
+    x = images.float()
+    if low < 0:
+        x = (x + 1.0) / 2.0
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def resolve_torch_dtype(dtype: Any) -> torch.dtype:
+    from metrics.base import resolve_dtype
+
+    return resolve_dtype(dtype)
