@@ -68,3 +68,23 @@ def test_python_generator_gets_prompts_seeds_and_metadata(tmp_path):
                               out=str(tmp_path / "r"), progress=False, n_resamples=100))
     assert res["metrics"]["shapes-geneval"]["value"] == 1.0
     assert res["generator"]["generator"] == "python"
+
+
+@pytest.mark.slow
+def test_policy_generator_benchmarks_a_training_checkpoint(tmp_path):
+    """`paintbench train` then `paintbench eval shapes --generator policy:RUN` (the README's pair)."""
+    import subprocess
+    import sys
+
+    train = subprocess.run([sys.executable, "-m", "paintbench", "train", "shapes-tiny", "steps=2", "warmstart_steps=30",
+                            "prompts_per_step=2", "group_size=4", "--out", str(tmp_path / "train")],
+                           capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    res = run_eval(EvalConfig(suite="shapes", generator=f"policy:{tmp_path / 'train'}", limit=4,
+                              out=str(tmp_path / "r"), progress=False, n_resamples=100,
+                              generator_options={"steps": 4}))
+    m = res["metrics"]["shapes-geneval"]
+    assert m["n_samples"] == 16 and m["n_failed"] == 0
+    assert res["generator"]["generator"] == "policy" and res["generator"]["policy"]
+    samples = read_jsonl(tmp_path / "r" / "samples.jsonl")[0]
+    assert all(s["width"] == s["height"] == 128 for s in samples)
