@@ -171,3 +171,14 @@ register(ProviderSpec(
     "(default) or GenEval's 0/1 correctness (value='correct')",
     weights=("geneval-mask2former", "clip-vit-l-14"),
 ))
+register(ProviderSpec(
+    name="dpg",
+    target="metrics.dpg.provider:DPGProvider",
+    version="dpg-bench/1",
+    higher_is_better=True,
+    nominal_range=(0.0, 1.0),
+    summary="DPG-Bench (ELLA): mPLUG-large VQA on the 4 tiles of a 2x2 grid, dependency-aware yes rate "
+    "per prompt (official or fixed rules)",
+    weights=("mplug-vqa-large",),
+    needs_prompt=False,
+))

@@ -74,6 +74,7 @@ TINY_WRITERS = {
     "hps-v2": "metrics.hps:write_tiny_weights",
     "hps-v2.1": "metrics.hps:write_tiny_weights",
     "geneval": "metrics.geneval.provider:write_tiny_weights",
+    "dpg": "metrics.dpg.mplug:write_tiny_weights",
 }
 
 

@@ -125,6 +125,15 @@ CATALOG: dict[str, WeightSpec] = {
             optional=True,
         ),
         WeightSpec(
+            name="mplug-vqa-large",
+            filename="mplug_visual-question-answering_coco_large_en",
+            description="mPLUG-large VQA, DPG-Bench's answer model: an unmodified ModelScope model folder "
+            "(damo/mplug_visual-question-answering_coco_large_en, now iic/...). Download it on a machine "
+            "with network access: `modelscope download --model "
+            "damo/mplug_visual-question-answering_coco_large_en --local_dir DIR`",
+            files=("pytorch_model.bin", "config.yaml", "config_bert.json", "vocab.txt"),
+        ),
+        WeightSpec(
             name="hps-v2",
             filename="HPS_v2_compressed.pt",
             description="HPS v2.0 (fine-tuned OpenCLIP ViT-H-14, fp16)",

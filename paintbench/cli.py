@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("paintbench.commands.compare", "compare two runs on shared prompts (paired bootstrap)"),
     "train": ("paintbench.commands.train", "train a masked-token policy with HT-GRPO (shapes-tiny runs offline on a CPU)"),
     "leaderboard": ("paintbench.commands.leaderboard", "build a static site: leaderboards, run pages, comparisons, training reports"),
+    "dpg": ("paintbench.commands.dpg", "DPG-Bench: evaluate a folder of 2x2 grids, or rescore saved answers"),
     "geneval": ("paintbench.commands.geneval", "GenEval on a folder in GenEval's layout: official results + summary (resumable)"),
 }
 

@@ -84,7 +84,8 @@ def _rescore(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UserError(f"{flag} {path}: no such file")
     summary = rescore(args.questions, args.answers, args.mode, official_quirks=_quirks(args))
-    meta_path = Path(args.answers).with_name("answers.meta.json")
+    answers = Path(args.answers)
+    meta_path = answers.with_name(answers.stem + ".meta.json")  # written beside it by `dpg eval`
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         summary.update(label=meta.get("label"), backend=meta.get("backend"), vqa_mode=meta.get("vqa_mode"),
