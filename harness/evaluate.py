@@ -12,8 +12,10 @@ merges and aggregates. Seeds depend only on (run seed, prompt id, sample index).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
+import math
 import os
 import platform
 import subprocess
@@ -151,38 +153,52 @@ def _config_doc(cfg: EvalConfig, suite: Suite, metrics_: list[SuiteMetric]) -> d
 # -- generation ------------------------------------------------------------------------------------
 def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, cfg: EvalConfig, dist: Dist,
                    device: str, show: bool) -> None:
+    """Generate every missing sample of this rank's prompts. For a grid suite (DPG: 2×2) a sample is
+    one grid image composed of rows×cols tiles, tile t of sample k seeded by (run seed, prompt id,
+    k·tiles + t)."""
     done, problems = rd.samples_done()
     for p in problems:
         rd.log("repair", message=p)
-    size = suite.image_size
-    width, height = _image_size(suite, size)
-    pending = [Request(item=it, sample_index=k, seed=derive_seed(cfg.seed, it.id, k), width=width, height=height)
-               for it in mine for k in range(ipp) if (it.id, k) not in done]
-    if not pending:
+    rows, cols = (int(suite.grid["rows"]), int(suite.grid["cols"])) if suite.grid else (1, 1)
+    tiles, size = rows * cols, suite.image_size
+    units = [Request(item=it, sample_index=k, seed=derive_seed(cfg.seed, it.id, k), width=cols * size,
+                     height=rows * size) for it in mine for k in range(ipp) if (it.id, k) not in done]
+    if not units:
         return
     gen = make_generator(cfg.generator, cfg.generator_options, suite, device=device)
     settings = gen.settings()
     from tqdm import tqdm
 
-    bar = tqdm(total=len(pending), desc="generate", unit="img", disable=not show, file=sys.stderr)
+    bar = tqdm(total=len(units), desc="generate", unit="img", disable=not show, file=sys.stderr)
     failures = []
     with JsonlAppender(rd.sample_part(dist.rank)) as log:
-        for start in range(0, len(pending), gen.batch_size):
-            batch = pending[start : start + gen.batch_size]
-            if gen.brings_files:  # one missing file is that sample's problem, not the run's
-                outs = []
-                for r in batch:
-                    try:
-                        outs.append(gen.generate([r])[0])
-                    except GeneratorError as e:
-                        outs.append(None)
-                        failures.append({"prompt_id": r.item.id, "sample_index": r.sample_index, "error": str(e)})
-            else:
-                outs = _call_generator(gen, batch)
-            for r, img in zip(batch, outs, strict=True):
-                if img is not None:
-                    log.append(_save_sample(rd, r, img, settings, check_size=not gen.brings_files))
-            bar.update(len(batch))
+        if gen.brings_files:  # existing files (whole grids): one missing file is that sample's problem
+            for u in units:
+                try:
+                    log.append(_save_sample(rd, u, gen.generate([u])[0], settings, check_size=False))
+                except GeneratorError as e:
+                    failures.append({"prompt_id": u.item.id, "sample_index": u.sample_index, "error": str(e)})
+                bar.update(1)
+        else:
+            per_batch = max(1, gen.batch_size // tiles)
+            for start in range(0, len(units), per_batch):
+                batch = units[start : start + per_batch]
+                tile_requests = [
+                    Request(item=u.item, sample_index=u.sample_index, width=size, height=size,
+                            seed=u.seed if tiles == 1 else derive_seed(cfg.seed, u.item.id, u.sample_index * tiles + t))
+                    for u in batch for t in range(tiles)]
+                outs = _call_generator(gen, tile_requests)
+                for j, u in enumerate(batch):
+                    part = outs[j * tiles : (j + 1) * tiles]
+                    if tiles == 1:
+                        log.append(_save_sample(rd, u, part[0], settings, check_size=True))
+                    else:
+                        grid = compose_grid([_to_pil(t, r) for t, r in zip(part, tile_requests[j * tiles:], strict=False)],
+                                            rows, cols, size, u)
+                        rec = _save_sample(rd, u, grid, settings, check_size=True)
+                        rec["tile_seeds"] = [r.seed for r in tile_requests[j * tiles : (j + 1) * tiles]]
+                        log.append(rec)
+                bar.update(len(batch))
     bar.close()
     if failures:
         with JsonlAppender(rd.parts / f"generation_failures.rank{dist.rank:05d}.jsonl") as f:
@@ -190,8 +206,15 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
                 f.append(rec)
 
 
-def _image_size(suite: Suite, size: int) -> tuple[int, int]:
-    return size, size
+def compose_grid(tiles: list[Image.Image], rows: int, cols: int, size: int, r: Request) -> Image.Image:
+    """Tiles in reading order (TL, TR, BL, BR for 2×2) into one (cols·size)×(rows·size) image."""
+    grid = Image.new("RGB", (cols * size, rows * size))
+    for t, tile in enumerate(tiles):
+        if tile.size != (size, size):
+            raise GeneratorError(f"generator returned a {tile.size[0]}x{tile.size[1]} tile for prompt {r.item.id}; "
+                                 f"the suite asks for {size}x{size} tiles")
+        grid.paste(tile, ((t % cols) * size, (t // cols) * size))
+    return grid
 
 
 def _call_generator(gen, batch: list[Request]) -> list[Any]:
@@ -300,8 +323,13 @@ def _score_batch(provider, rd: RunDir, batch: list[dict[str, Any]], meta: dict[s
     metadata = [meta.get(s["prompt_id"]) or {} for s in batch]
     try:
         scores = provider.score(paths, prompts, metadata)
-        return [{"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
-                for s, v, d in zip(batch, scores.tolist(), scores.details, strict=True)]
+        out = []
+        for s, v, d in zip(batch, scores.tolist(), scores.details, strict=True):
+            rec = {"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
+            if math.isnan(v):  # a provider's "cannot score this one": a listed failure, never averaged
+                rec.update(value=None, error=f"{s['image']}: {d.get('error', 'not scored (NaN)')}")
+            out.append(rec)
+        return out
     except Exception as e:
         if len(batch) == 1:
             s = batch[0]
@@ -325,6 +353,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         records, _ = read_jsonl(rd.scores_path(m.name))
         res = aggregate_metric(records, category_of, aggregation=m.aggregation, categories=suite.categories,
                                n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
+        res.update(metric_summary(m.name, records))
         res["primary"] = m.primary
         res["options"] = m.options
         res["n_expected"] = len(items) * ipp
@@ -348,6 +377,16 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         "environment": environment(dist),
         "timing": timing,
     }
+
+
+def metric_summary(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metric-specific aggregates a provider class offers through `summarize_records(records)` (DPG's
+    category scores, whose categories belong to questions, not prompts); overrides generic fields."""
+    import metrics as M
+
+    module, _, attr = M.spec(name).target.partition(":")
+    hook = getattr(getattr(importlib.import_module(module), attr), "summarize_records", None)
+    return hook(records) if hook is not None else {}
 
 
 def environment(dist: Dist) -> dict[str, Any]:

@@ -4,6 +4,8 @@ Layouts, detected from PATH:
 - GenEval's official layout: `PATH/<00000>/samples/<k>.png` (+ `metadata.jsonl`, checked against the
   suite's prompt when present);
 - a paintbench run directory (or its `images/` folder): `images/<prompt_id>/<k:05d>.png`;
+- one image per prompt named by its id, `PATH/<prompt_id>.png` (or .jpg/.jpeg/.webp): DPG-Bench's
+  layout of 2×2 grids named by item id;
 - a JSONL file of `{"prompt_id": ..., "sample_idx": ..., "path": ...}` (paths relative to the file).
 
 Images are referenced where they are (not copied); the run records their sha256.
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
 from paintbench.errors import UserError
+
+FLAT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
 class FolderGenerator(Generator):
@@ -47,6 +51,8 @@ class FolderGenerator(Generator):
             return "run"
         if any(p.is_dir() and p.name.isdigit() and (p / "samples").is_dir() for p in self.root.iterdir()):
             return "geneval"
+        if any(p.is_file() and p.suffix.lower() in FLAT_SUFFIXES for p in self.root.iterdir()):
+            return "flat"
         return "run"
 
     def _read_table(self) -> dict[tuple[str, int], Path]:
@@ -65,6 +71,14 @@ class FolderGenerator(Generator):
     def path_for(self, r: Request) -> Path:
         if self.layout == "jsonl":
             return self._table.get((r.item.id, r.sample_index), self.root.parent / "<not listed>")
+        if self.layout == "flat":
+            if r.sample_index != 0:
+                raise GeneratorError(f"{self.root}: one image per prompt in this layout, no sample {r.sample_index}")
+            for suffix in FLAT_SUFFIXES:
+                p = self.root / f"{r.item.id}{suffix}"
+                if p.is_file():
+                    return p
+            return self.root / f"{r.item.id}.png"
         if self.layout == "geneval":
             folder = self.root / r.item.id
             self._check_geneval_metadata(folder, r)

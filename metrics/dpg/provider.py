@@ -205,7 +205,8 @@ class DPGProvider(Provider):
             self.results[item] = result
             values.append(result.prompt_score)
             details.append({**base, "prompt_score": result.prompt_score, "tile_scores": list(result.tile_scores),
-                            "answers": tile_answers, "values": [list(v) for v in result.values]})
+                            "answers": tile_answers, "values": [list(v) for v in result.values],
+                            "category_contributions": [list(c) for c in result.category_contributions]})
         if self.answers_path is not None:
             self.save_answers()
         return Scores(metric=self.label, values=torch.tensor(values, dtype=torch.float32, device=self.device),
@@ -217,6 +218,33 @@ class DPGProvider(Provider):
         if target is None:
             raise ValueError("dpg: no answers path given")
         return save_answers(target, self.answers)
+
+    @staticmethod
+    def summarize_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """DPG-Bench's category scores from a run's per-sample records (their details carry each item's
+        category contributions): L2 = mean of its contributions, L1 = mean over all contributions of
+        its L2 categories (weighted by question count, as the official script). Values are 0–1; the
+        report multiplies by 100. In official mode the contributions are the last tile's raw answers
+        (the official script's known quirk); in fixed mode, all tiles after dependency zeroing."""
+        from metrics.dpg.scoring import l1_category
+
+        l2: dict[str, list[float]] = {}
+        prompts: dict[str, set[str]] = {}
+        for r in records:
+            for cat, v in (r.get("details") or {}).get("category_contributions", []):
+                l2.setdefault(cat, []).append(float(v))
+                prompts.setdefault(cat, set()).add(str(r.get("prompt_id")))
+        l1: dict[str, list[float]] = {}
+        l1_prompts: dict[str, set[str]] = {}
+        for cat, vs in l2.items():
+            l1.setdefault(l1_category(cat), []).extend(vs)
+            l1_prompts.setdefault(l1_category(cat), set()).update(prompts[cat])
+
+        def row(vs: list[float], ps: set[str]) -> dict[str, Any]:
+            return {"value": math.fsum(vs) / len(vs), "ci": [None, None], "n_prompts": len(ps), "n_samples": len(vs)}
+
+        return {"categories": {c: row(vs, l1_prompts[c]) for c, vs in sorted(l1.items())},
+                "l2": {c: row(vs, prompts[c]) for c, vs in sorted(l2.items())}}
 
     def summary(self) -> dict[str, Any]:
         """`summarize()` over every item scored by this provider so far, labelled with the backend."""
