@@ -2,7 +2,8 @@
 `summary_scores.py` in one step.
 
 DIR holds `00000/metadata.jsonl` and `00000/samples/0000k.png` per prompt (GenEval's generation
-layout). Results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
+layout), or is a paintbench run directory (`paintbench eval ... --out DIR`), whose images are then
+scored into its `scores/geneval.jsonl` (resumably) and summarised the same way. Results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
 fields (filename, tag, prompt, correct, reason, metadata, details) plus reward, strict, detections and
 colours, written after each batch; rerunning the same command continues an interrupted run without
 redoing finished images. The summary is printed in the official format.
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{root}: no such folder")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    if (root / "config.yaml").is_file() and (root / "samples.jsonl").is_file():
+        return run_on_harness_run(root, args)
     out = Path(args.out) if args.out else root / "results.jsonl"
     provider = build_provider(args)
     result = evaluate_folder(root, out, provider, resume=not args.overwrite, progress=not args.no_progress)
@@ -100,3 +103,36 @@ def run(args: argparse.Namespace) -> int:
         data["provenance"] = provider.provenance()
         Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return 0 if result.complete else EXIT_SOME_FAILED
+
+
+def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
+    """Score a paintbench run directory's images with GenEval (0/1 correctness) and print the official
+    summary. Only missing scores are computed: an interrupted call continues where it stopped."""
+    from harness.evaluate import EvalConfig, run_eval
+    from harness.rundir import RunDir, read_jsonl
+    from metrics.geneval import format_summary, summarize
+    from paintbench.config import build
+
+    rd = RunDir(root)
+    doc = rd.read_config()
+    old = doc.get("eval", {})
+    names = list(dict.fromkeys([m["name"] for m in doc.get("metrics", [])] + ["geneval"]))  # keep the run's metrics
+    options = {"mode": "correct", "detector": args.detector}
+    if args.scale:
+        options["detector_scale"] = list(args.scale)
+    cfg = build(EvalConfig, old, {"metrics": names, "metric_options": {**old.get("metric_options", {}), "geneval": options},
+                                  "weights_dir": args.weights_dir, "device": args.device, "dtype": args.dtype,
+                                  "batch_size": args.batch_size, "progress": not args.no_progress, "out": str(root)},
+                source=str(rd.config_path))
+    run_eval(cfg)
+    samples = {(s["prompt_id"], s["sample_index"]): s for s in read_jsonl(rd.samples_path)[0]}
+    records = read_jsonl(rd.scores_path("geneval"))[0]
+    rows = [{"tag": samples[(r["prompt_id"], r["sample_index"])]["category"], "prompt_index": r["prompt_id"],
+             "correct": bool(r["value"])} for r in records if r.get("value") is not None]
+    if not rows:
+        raise UserError(f"{root}: no image could be scored with GenEval")
+    print(format_summary(summarize(rows)), end="")
+    failed = [r for r in records if r.get("value") is None]
+    for r in failed:
+        print(f"not scored: {r.get('error')}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or len(records) < len(samples) else 0
