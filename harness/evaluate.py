@@ -11,6 +11,7 @@ merges and aggregates. Seeds depend only on (run seed, prompt id, sample index).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -249,14 +250,16 @@ def _save_sample(rd: RunDir, r: Request, img: Any, settings: dict[str, Any], *, 
         pil.save(buf, format="PNG")
         data = buf.getvalue()
         path = rd.image_path(r.item.id, r.sample_index)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise OSError(f"cannot save {path} ({e.strerror or e}); free space and rerun to resume") from e
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise UserError(f"cannot save {path} ({e.strerror or e}); fix that (disk full? permissions?) and "
+                            "rerun the same command to resume") from e
         image_ref = rd.rel(path)
     return {
         "prompt_id": r.item.id, "sample_index": r.sample_index, "seed": r.seed, "prompt": r.item.prompt,

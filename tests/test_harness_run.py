@@ -226,3 +226,17 @@ def test_metric_options_reach_the_provider(tmp_path):
     assert m["options"]["mode"] == "reward"
     values = [r["value"] for r in read_jsonl(tmp_path / "r" / "scores" / "shapes-geneval.jsonl")[0]]
     assert any(0 < v < 1 for v in values)  # partial credit, not 0/1 correctness
+
+
+def test_an_image_that_cannot_be_saved_is_a_clear_error_then_resumes(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "images").write_text("not a folder")  # every image save fails, as on a broken disk
+    out = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "3", "--out", str(run), "--no-progress",
+              "--n-resamples", "100", check=False)
+    assert out.returncode == 2 and "cannot save" in out.stderr and "rerun" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    (run / "images").unlink()
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "3", "--out", str(run), "--no-progress",
+        "--n-resamples", "100")
+    assert json.loads((run / "results.json").read_text())["metrics"]["shapes-geneval"]["n_samples"] == 12
