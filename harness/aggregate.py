@@ -45,14 +45,19 @@ def aggregate_metric(records: list[Mapping[str, Any]], category_of: Mapping[str,
     present = [c for c in (categories or []) if c in set(cats.values())]
     present += sorted({c for c in cats.values() if c is not None} - set(present))
     kw = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    expected = {c for c in category_of.values() if c is not None}
+    unscored = sorted(expected - set(present))
     if aggregation == "macro" and present:
         if any(c is None for c in cats.values()):
             missing = sorted(p for p, c in cats.items() if c is None)[:5]
             raise ValueError(f"macro aggregation needs a category for every prompt (missing for {missing})")
-        overall = stats.bootstrap_macro_ci(by_prompt, cats, categories=present, **kw)
+        if unscored:  # a macro mean over fewer categories is a different number: report none at all
+            out.update({"value": None, "ci": [None, None], "n_prompts": len(by_prompt),
+                        "n_samples": sum(map(len, by_prompt.values())), "missing_categories": unscored})
+        else:
+            out.update(_estimate(stats.bootstrap_macro_ci(by_prompt, cats, categories=present, **kw)))
     else:
-        overall = stats.bootstrap_ci(by_prompt, **kw)
-    out.update(_estimate(overall))
+        out.update(_estimate(stats.bootstrap_ci(by_prompt, **kw)))
     per_cat: dict[str, Any] = {}
     for c in present:
         sub = {p: v for p, v in by_prompt.items() if cats[p] == c}

@@ -28,8 +28,12 @@ class Dist:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    backend: str = "none"
+
     @classmethod
-    def from_env(cls) -> Dist:
+    def from_env(cls, requested_device: str | None = None) -> Dist:
+        """Join the process group the launcher set up: NCCL when the ranks use GPUs, gloo on CPUs
+        (also when CUDA exists but `--device cpu` was asked for)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -38,11 +42,14 @@ class Dist:
             import torch
             import torch.distributed as td
 
-            if not td.is_initialized():
-                backend = "nccl" if torch.cuda.is_available() else "gloo"
-                if backend == "nccl":
+            on_gpu = torch.cuda.is_available() and not (requested_device or "").startswith("cpu")
+            if td.is_initialized():
+                d.backend = td.get_backend()
+            else:
+                d.backend = "nccl" if on_gpu else "gloo"
+                if on_gpu:
                     torch.cuda.set_device(local)
-                td.init_process_group(backend=backend)
+                td.init_process_group(backend=d.backend)
                 d.initialized_here = True
         return d
 
@@ -55,7 +62,9 @@ class Dist:
         if torch.cuda.is_available():
             return f"cuda:{self.local_rank}" if self.world_size > 1 else "cuda"
         if requested == "cuda":
-            raise RuntimeError("--device cuda was asked for but CUDA is not available")
+            from paintbench.errors import UserError
+
+            raise UserError("--device cuda was asked for but CUDA is not available (use --device cpu)")
         return "cpu"
 
     def barrier(self) -> None:
@@ -71,7 +80,8 @@ class Dist:
         import torch
         import torch.distributed as td
 
-        t = torch.tensor([0 if ok else 1], dtype=torch.int64)
+        device = f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+        t = torch.tensor([0 if ok else 1], dtype=torch.int64, device=device)
         td.all_reduce(t)
         return int(t.item()) == 0
 

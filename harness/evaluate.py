@@ -32,7 +32,7 @@ from PIL import Image
 
 from harness.aggregate import aggregate_metric
 from harness.dist import Dist, derive_seed, shard
-from harness.generators import make_generator, parse_spec
+from harness.generators import GENERATORS, make_generator, parse_spec
 from harness.generators.base import GeneratorError, Request
 from harness.rundir import JsonlAppender, RunDir
 from harness.suite import PromptItem, Suite, SuiteMetric, load_suite
@@ -65,15 +65,23 @@ class EvalConfig:
 
 def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, Any] | None:
     """Run (or resume) an evaluation; returns results.json's content on rank 0, None on other ranks."""
+    import metrics as M
+
     started = time.time()
     if not cfg.suite or not cfg.out:
         raise UserError("eval needs a suite and --out")
     suite = load_suite(cfg.suite, cfg.include_path)
     items = suite.items[: cfg.limit] if cfg.limit else suite.items
     ipp = cfg.images_per_prompt or suite.images_per_prompt
-    metrics_ = _metrics(suite, cfg)
+    rescore = [M.spec(m).name for m in rescore or []]  # unknown names fail now, aliases resolve
+    metrics_ = _metrics(suite, cfg, extra=rescore)
+    kind, _ = parse_spec(cfg.generator)
+    if not rescore and kind not in GENERATORS:
+        make_generator(cfg.generator, {}, suite)  # raises the "unknown generator, did you mean" error
     rd = RunDir(cfg.out)
-    dist = Dist.from_env()
+    if rescore and not rd.config_path.exists():
+        raise UserError(f"--rescore: {cfg.out} is not an existing run")
+    dist = Dist.from_env(cfg.device)
     try:
         device = dist.device(cfg.device)
         identity = {
@@ -81,38 +89,34 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, 
             "generator": cfg.generator, "generator_options": cfg.generator_options, "seed": cfg.seed,
             "images_per_prompt": ipp, "n_prompts": len(items),
         }
-        if rescore and not rd.config_path.exists():
-            raise UserError(f"--rescore: {cfg.out} is not an existing run")
         if dist.is_main:
-            rd.prepare(_config_doc(cfg, suite, metrics_), identity=identity)
-            for m in rescore or []:
-                rd.drop_scores(m)
+            _on_all_ranks(dist, "setup", lambda: rd.prepare(_config_doc(cfg, suite, metrics_), identity=identity))
+        else:
+            _on_all_ranks(dist, "setup", lambda: rd.check_identity(identity))
+        if dist.is_main:
             if not rescore:  # failures of earlier attempts are retried now; forget them
                 for f in rd.root.glob("parts/generation_failures.rank*.jsonl"):
                     f.unlink()
             rd.log("start", rank=dist.rank, world_size=dist.world_size, rescore=rescore)
-        dist.barrier()
-        if not dist.is_main:
-            rd.prepare({}, identity=identity)
         mine = shard(items, dist.rank, dist.world_size)
         show = cfg.progress and dist.is_main
         t_gen = time.time()
-        ok = True
-        error: BaseException | None = None
-        try:
-            if not rescore:
-                generate_phase(rd, suite, mine, ipp, cfg, dist, device, show)
-        except (UserError, GeneratorError, OSError) as e:
-            ok, error = False, e
-        if not dist.all_ok(ok):
-            raise error if error else UserError("another rank failed during generation; rerun to resume")
-        dist.barrier()
+        if not rescore:
+            _on_all_ranks(dist, "generation", lambda: generate_phase(rd, suite, mine, ipp, cfg, dist, device, show))
         t_score = time.time()
         for m in metrics_:
             if rescore and m.name not in rescore:
                 continue
-            score_phase(rd, suite, mine, m, cfg, dist, device, show)
-        dist.barrier()
+            providers: dict[str, Any] = {}
+            if m.name in rescore:
+                # build the provider before forgetting anything: missing weights must not cost the old scores
+                _on_all_ranks(dist, f"loading {m.name}",
+                              lambda m=m, providers=providers: providers.update(p=_provider(m, cfg, device)))
+                if dist.is_main:
+                    rd.drop_scores(m.name)
+                dist.barrier()
+            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, providers=providers: score_phase(
+                rd, suite, mine, m, cfg, dist, device, show, provider=providers.get("p")))
         results = None
         if dist.is_main:
             order = [(it.id, k) for it in items for k in range(ipp)]
@@ -127,14 +131,31 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, 
         dist.close()
 
 
-def _metrics(suite: Suite, cfg: EvalConfig) -> list[SuiteMetric]:
-    if cfg.metrics:
-        by_name = {m.name: m for m in suite.metrics}
-        chosen = [by_name.get(n, SuiteMetric(name=n)) for n in cfg.metrics]
-    else:
-        chosen = list(suite.metrics)
+def _on_all_ranks(dist: Dist, what: str, fn) -> None:
+    """Run `fn` on every rank; if it fails on any rank, every rank stops (no rank is left waiting at a
+    barrier) and the failing rank's error is raised there."""
+    error: BaseException | None = None
+    try:
+        fn()
+    except Exception as e:
+        error = e
+    if not dist.all_ok(error is None):
+        if error is not None:
+            raise error
+        raise UserError(f"another rank failed during {what}; fix it and rerun the same command to resume")
+    dist.barrier()
+
+
+def _metrics(suite: Suite, cfg: EvalConfig, extra: list[str] | None = None) -> list[SuiteMetric]:
     import metrics as M
 
+    by_name = {M.spec(m.name).name: m for m in suite.metrics}
+    names = [M.spec(n).name for n in cfg.metrics] if cfg.metrics else list(by_name)
+    names += [n for n in extra or [] if n not in names]  # --rescore may add a metric the run lacked
+    for name in cfg.metric_options:
+        if M.spec(name).name not in names:
+            raise UserError(f"--metric-opt for {name!r}, which this run does not score ({', '.join(names)})")
+    chosen = [by_name.get(n, SuiteMetric(name=n)) for n in names]
     out = []
     for m in chosen:
         name = M.spec(m.name).name  # unknown names fail now, before any work
@@ -177,8 +198,9 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
             for u in units:
                 try:
                     log.append(_save_sample(rd, u, gen.generate([u])[0], settings, check_size=False))
-                except GeneratorError as e:
-                    failures.append({"prompt_id": u.item.id, "sample_index": u.sample_index, "error": str(e)})
+                except (GeneratorError, OSError) as e:  # missing or unreadable file: that sample only
+                    failures.append({"prompt_id": u.item.id, "sample_index": u.sample_index,
+                                     "error": str(e) if isinstance(e, GeneratorError) else f"{type(e).__name__}: {e}"})
                 bar.update(1)
         else:
             per_batch = max(1, gen.batch_size // tiles)
@@ -237,8 +259,12 @@ def _save_sample(rd: RunDir, r: Request, img: Any, settings: dict[str, Any], *, 
     if isinstance(img, (str, Path)):
         path = Path(img)
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.verify()
+                w, h = im.size
+        except Exception as e:
+            raise OSError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
         image_ref = str(path)
     else:
         pil = _to_pil(img, r)
@@ -253,7 +279,10 @@ def _save_sample(rd: RunDir, r: Request, img: Any, settings: dict[str, Any], *, 
         tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
+            with open(tmp, "wb") as f:  # on disk before its record is: a crash never leaves a record without it
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as e:
             with contextlib.suppress(OSError):
@@ -280,36 +309,44 @@ def _to_pil(img: Any, r: Request) -> Image.Image:
             t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
         return Image.fromarray(t.permute(1, 2, 0).numpy())
     if isinstance(img, np.ndarray):
-        return Image.fromarray(img.astype(np.uint8)).convert("RGB")
+        if img.dtype != np.uint8:
+            if not np.issubdtype(img.dtype, np.floating):
+                raise GeneratorError(f"generator returned a {img.dtype} array for prompt {r.item.id}; expected "
+                                     "uint8 (0-255) or float (0-1)")
+            img = (np.clip(img, 0.0, 1.0) * 255).round().astype(np.uint8)
+        return Image.fromarray(img).convert("RGB")
     raise GeneratorError(f"generator returned a {type(img).__name__} for prompt {r.item.id}; expected a PIL "
                          "image, a [3,H,W] tensor or a path")
 
 
 # -- scoring -----------------------------------------------------------------------------------------
 def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric, cfg: EvalConfig, dist: Dist,
-                device: str, show: bool) -> None:
+                device: str, show: bool, provider: Any = None) -> None:
+    """Score this rank's samples that have no score yet (a recorded error is retried)."""
     samples, _ = rd.samples_done()
     scored, problems = rd.scores_done(m.name)
     for p in problems:
         rd.log("repair", message=p)
     my_ids = {it.id for it in mine}
     meta = {it.id: it.metadata for it in mine}
-    pending = [s for k, s in sorted(samples.items()) if k[0] in my_ids and k not in scored]
+    pending = [s for k, s in sorted(samples.items())
+               if k[0] in my_ids and (k not in scored or scored[k].get("error"))]
     if not pending:
         return
     from tqdm import tqdm
 
-    import metrics as M
-
-    try:
-        provider = M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                         weights_dir=cfg.weights_dir, **m.options)
-    except TypeError as e:
-        raise UserError(f"metric {m.name}: unsupported options {m.options} ({e})") from e
+    provider = provider or _provider(m, cfg, device)
+    prov_path = rd.root / "scores" / f"{m.name}.provenance.json"
+    current = provider.provenance()
+    if any(not r.get("error") for r in scored.values()) and prov_path.exists():
+        before = json.loads(prov_path.read_text(encoding="utf-8"))
+        diff = _provenance_diff(before, current)
+        if diff:
+            raise UserError(f"{rd.root}: {m.name} scores on disk were made with other settings ({'; '.join(diff)}); "
+                            f"rerun with the original settings, or recompute them all with --rescore {m.name}")
     if dist.is_main:
-        prov = rd.root / "scores" / f"{m.name}.provenance.json"
-        prov.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(prov, provider.provenance())
+        prov_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(prov_path, current)
     bar = tqdm(total=len(pending), desc=f"score {m.name}", unit="img", disable=not show, file=sys.stderr)
     with JsonlAppender(rd.score_part(m.name, dist.rank)) as log:
         for start in range(0, len(pending), cfg.batch_size):
@@ -318,6 +355,28 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
                 log.append(rec)
             bar.update(len(batch))
     bar.close()
+
+
+def _provider(m: SuiteMetric, cfg: EvalConfig, device: str):
+    import metrics as M
+
+    try:
+        return M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                     weights_dir=cfg.weights_dir, **m.options)
+    except TypeError as e:
+        raise UserError(f"metric {m.name}: unsupported options {m.options} ({e})") from e
+
+
+def _provenance_diff(before: Any, after: Any, where: str = "") -> list[str]:
+    """Differences that change scores (versions, options, weights sha256), ignoring file locations."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in sorted(set(before) | set(after)):
+            if k in ("path", "file", "questions"):
+                continue
+            out += _provenance_diff(before.get(k), after.get(k), f"{where}.{k}" if where else str(k))
+        return out
+    return [] if before == after else [f"{where}: {before!r} -> {after!r}"]
 
 
 def _score_batch(provider, rd: RunDir, batch: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:

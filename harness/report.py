@@ -36,7 +36,9 @@ def format_results(results: dict[str, Any]) -> str:
         unit = " %" if pct else ""
         lines.append(f"\n{name}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"
                      f"  n={m['n_samples']} images / {m['n_prompts']} prompts ({m['aggregation']})"
-                     + (f", {m['n_failed']} failed" if m.get("n_failed") else ""))
+                     + (f", {m['n_failed']} failed" if m.get("n_failed") else "")
+                     + (f"; no value: nothing scored in {', '.join(m['missing_categories'])}"
+                        if m.get("missing_categories") else ""))
         for cat, c in m.get("categories", {}).items():
             clo, chi = c["ci"]
             lines.append(f"  {cat:<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
@@ -58,6 +60,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
     pa = _prompts(da)
     pb = _prompts(db)
     same = {pid for pid in set(pa) & set(pb) if pa[pid][0] == pb[pid][0]}
+    if not same:
+        raise UserError(f"{run_a} and {run_b} share no prompt (same id and text); nothing to compare")
     out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "same_suite": ra["suite"]["hash"] == rb["suite"]["hash"],
                            "direction": "difference = B - A", "metrics": {}}
     for m in shared_metrics:
@@ -84,7 +88,7 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     for m, r in cmp["metrics"].items():
         lo, hi = r["low"], r["high"]
         conf = round(100 * r["confidence"])
-        lines.append(f"{m}: A {r['a']:.4f}  B {r['b']:.4f}  diff {r['difference']:+.4f} "
+        lines.append(f"{m}: A {r['mean_a']:.4f}  B {r['mean_b']:.4f} (on the shared prompts)  diff {r['difference']:+.4f} "
                      f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  p={r['p_value']:.4g}  shared prompts {r['n_shared']}"
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
         if r.get("version_a") != r.get("version_b"):

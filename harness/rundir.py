@@ -24,7 +24,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ class RunDir:
         """Create the run directory, or check that an existing one was made by the same configuration
         (`identity`: the settings that determine the samples and scores)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.config_path.exists():
+        if self.config_path.exists() and self.has_records():
             old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
             if old.get("identity") != identity:
                 diffs = sorted(k for k in set(identity) | set(old.get("identity", {}))
@@ -161,6 +161,22 @@ class RunDir:
         tmp = self.config_path.with_name("config.yaml.tmp")
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
         os.replace(tmp, self.config_path)
+
+    def has_records(self) -> bool:
+        """Whether any sample or score was recorded (a run that failed before any is free to restart)."""
+        files = [self.samples_path, *self.parts.glob("*.jsonl")] if self.parts.exists() else [self.samples_path]
+        return any(f.exists() and f.stat().st_size > 0 for f in files)
+
+    def check_identity(self, identity: dict[str, Any], timeout: float = 120.0) -> None:
+        """On ranks other than 0: wait for rank 0's config.yaml and check it; never write it."""
+        deadline = time.time() + timeout
+        while not self.config_path.exists():
+            if time.time() > deadline:
+                raise UserError(f"{self.config_path} did not appear (is --out on a filesystem all ranks share?)")
+            time.sleep(0.2)
+        old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        if old.get("identity") != identity:
+            raise UserError(f"{self.root}: rank 0 prepared a run with a different configuration than this rank's")
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_path.exists():
@@ -210,7 +226,7 @@ class RunDir:
                 f.unlink()
 
     # merging
-    def merge(self, order: list[Key], metrics: Iterable[str]) -> None:
+    def merge(self, order: list[Key], metrics: list[str]) -> None:
         """Write the sorted, canonical `samples.jsonl` and `scores/<metric>.jsonl` from everything
         recorded so far, then drop the parts they came from."""
         samples, _ = self.samples_done()
@@ -218,8 +234,8 @@ class RunDir:
         for m in metrics:
             scores, _ = self.scores_done(m)
             _write_sorted(self.scores_path(m), scores, order)
-        if self.parts.exists():
-            for pattern in ("samples.rank*.jsonl", "scores.*.rank*.jsonl"):
+        if self.parts.exists():  # only what was merged: another metric's unmerged scores stay
+            for pattern in ["samples.rank*.jsonl", *(f"scores.{m}.rank*.jsonl" for m in metrics)]:
                 for f in self.parts.glob(pattern):
                     f.unlink()
 

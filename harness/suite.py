@@ -185,11 +185,17 @@ def fetch_source(src: dict[str, Any], suite: str) -> Path:
         if src.get("url"):
             target.parent.mkdir(parents=True, exist_ok=True)
             part = target.with_name(target.name + ".part")
+            part = part.with_name(f"{part.name}.{os.getpid()}")  # ranks downloading at once never share a file
             try:
-                urllib.request.urlretrieve(src["url"], part)
+                with urllib.request.urlopen(src["url"], timeout=60) as r, open(part, "wb") as f:
+                    f.write(r.read())
             except OSError as e:
+                part.unlink(missing_ok=True)
                 raise UserError(f"suite {suite}: cannot download {src['url']} into {target} ({e}); "
                                 f"place the file there by hand, or set {ENV_DATA}") from e
+            if src.get("sha256") and sha256_of(part) != src["sha256"]:
+                part.unlink()
+                raise UserError(f"suite {suite}: {src['url']} does not have the pinned sha256 {src['sha256']}")
             os.replace(part, target)
         elif src.get("hf_dataset"):
             _fetch_hf_dataset(src, target, suite)

@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (UserError, FileNotFoundError, KeyError, ValueError) as e:
+    except BrokenPipeError:  # `paintbench results ... | head`
+        return 0
+    except (UserError, OSError, KeyError, ValueError) as e:
         # Missing weights, unknown metric names, bad files: one line naming the problem, no traceback.
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"paintbench {args.command}: error: {message}", file=sys.stderr)

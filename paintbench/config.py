@@ -54,7 +54,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, skip:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif is_list:
             parser.add_argument(flag, dest=f.name, action="append", type=tp if tp in (int, float) else str,
-                                default=None, help=help_text + " (repeatable)")
+                                default=None, help=help_text if "repeatable" in help_text else help_text + " (repeatable)")
         else:
             parser.add_argument(flag, dest=f.name, type=tp if tp in (int, float) else str, default=None,
                                 help=help_text)
@@ -113,13 +113,17 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
-    """`key=value` strings into a dict; values are parsed as YAML scalars (numbers, booleans, lists)."""
+    """`key=value` strings into a dict; values are parsed as YAML scalars (numbers, booleans, lists), so
+    quote text that YAML would read otherwise: `negative_prompt='no'`."""
     out: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise UserError(f"override {pair!r} is not key=value")
         k, v = pair.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        try:
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""
+        except yaml.YAMLError:
+            out[k.strip()] = v  # not a YAML scalar: keep the text as given
     return out
 
 

@@ -10,7 +10,10 @@ from PIL import Image
 
 from harness.evaluate import EvalConfig, run_eval
 from harness.rundir import read_jsonl
+from metrics.geneval.rules import GenEvalOptions
 from metrics.synthetic import write_tiny_weights
+from paintbench.cli import main
+from paintbench.commands import geneval as geneval_cmd
 
 import shared_data as sd
 
@@ -66,3 +69,37 @@ def test_geneval_command_scores_a_harness_run_directory(tmp_path, monkeypatch):
     again = json.loads((tmp_path / "run" / "results.json").read_text())
     assert again["metrics"]["geneval"]["value"] == first["metrics"]["geneval"]["value"]
     assert len(read_jsonl(tmp_path / "run" / "scores" / "geneval.jsonl")[0]) == 8
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--threshold", "0.5"], ["--threshold"]),
+        (["--out", "x.jsonl", "--overwrite"], ["--out", "--overwrite"]),
+        (["--detector-weights", "d.pth", "--clip-weights", "c.pt", "--summary-json", "s.json"],
+         ["--detector-weights", "--clip-weights", "--summary-json"]),
+        (["--counting-threshold", "0.8", "--max-objects", "4", "--max-overlap", "0.5", "--position-threshold", "0.2"],
+         ["--counting-threshold", "--max-objects", "--max-overlap", "--position-threshold"]),
+    ],
+)
+def test_geneval_command_refuses_folder_only_flags_on_a_run_directory(tmp_path, capsys, flags, named):
+    """On a run directory these flags would be silently ignored: one error line names them and the
+    command to use instead, before any weights are looked for or anything in the run is touched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("eval: {}\n")
+    (run / "samples.jsonl").write_text("")
+    assert main(["geneval", str(run), "--weights-dir", str(tmp_path / "nowhere"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "paintbench run directory" in err
+    blamed = err.split("paintbench run directory: ", 1)[1].split(" only apply", 1)[0]
+    assert sorted(blamed.split(", ")) == sorted(named)  # exactly the flags given; those left at their defaults are not blamed
+    assert "paintbench eval --rescore geneval" in err and "--metric-opt geneval.KEY=VALUE" in err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "samples.jsonl"]
+
+
+def test_folder_only_defaults_are_the_official_options():
+    d = geneval_cmd.FOLDER_ONLY_DEFAULTS
+    o = GenEvalOptions()
+    assert (d["threshold"], d["counting_threshold"], d["max_objects"], d["max_overlap"], d["position_threshold"]) == (
+        o.threshold, o.counting_threshold, o.max_objects, o.nms_threshold, o.position_threshold)

@@ -240,3 +240,52 @@ def test_an_image_that_cannot_be_saved_is_a_clear_error_then_resumes(tmp_path):
     cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "3", "--out", str(run), "--no-progress",
         "--n-resamples", "100")
     assert json.loads((run / "results.json").read_text())["metrics"]["shapes-geneval"]["n_samples"] == 12
+
+
+def test_rescore_keeps_old_scores_when_the_metric_cannot_load(tmp_path):
+    from metrics.synthetic import write_tiny_weights
+
+    run, weights = tmp_path / "r", tmp_path / "w"
+    write_tiny_weights("aesthetic", weights)
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--metrics", "shapes-geneval",
+        "--metrics", "aesthetic", "--weights-dir", str(weights), "--out", str(run), "--no-progress",
+        "--n-resamples", "100")
+    before = (run / "scores" / "aesthetic.jsonl").read_text()
+    out = cli("eval", "--rescore", "aesthetic", "--out", str(run), "--weights-dir", str(tmp_path / "empty"),
+              "--no-progress", check=False)
+    assert out.returncode == 2 and "sac+logos+ava1-l14-linearMSE.pth" in out.stderr
+    assert (run / "scores" / "aesthetic.jsonl").read_text() == before  # nothing forgotten
+    out = cli("eval", "--rescore", "aesthetc", "--out", str(run), check=False)
+    assert out.returncode == 2 and "did you mean 'aesthetic'" in out.stderr
+
+
+def test_resuming_with_other_metric_settings_is_refused(tmp_path):
+    cfg = dict(suite="shapes", generator="shapes-random", out=str(tmp_path / "r"), limit=3, progress=False,
+               n_resamples=100)
+    run_eval(EvalConfig(**cfg))
+    (tmp_path / "r" / "scores" / "shapes-geneval.jsonl").write_text(
+        "\n".join((tmp_path / "r" / "scores" / "shapes-geneval.jsonl").read_text().splitlines()[:5]) + "\n")
+    with pytest.raises(UserError, match=r"other settings.*mode.*--rescore shapes-geneval"):
+        run_eval(EvalConfig(**cfg, metric_options={"shapes-geneval": {"mode": "reward"}}))
+
+
+def test_a_run_that_failed_before_recording_anything_can_be_restarted_differently(tmp_path):
+    out = cli("eval", "shapes", "--generator", "python:tests.support.slow:wrong_count", "--limit", "2",
+              "--out", str(tmp_path / "r"), "--no-progress", check=False)
+    assert out.returncode == 2
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(tmp_path / "r"),
+        "--no-progress", "--n-resamples", "100")
+    out = cli("eval", "shapes", "--generator", "shapes-orcale", "--out", str(tmp_path / "s"), check=False)
+    assert out.returncode == 2 and not (tmp_path / "s" / "config.yaml").exists()
+
+
+def test_macro_overall_is_not_reported_when_a_category_has_no_score():
+    from harness.aggregate import aggregate_metric
+
+    records = [{"prompt_id": "a", "value": 1.0}, {"prompt_id": "b", "value": None, "error": "x"}]
+    res = aggregate_metric(records, {"a": "t1", "b": "t2"}, aggregation="macro", n_resamples=100)
+    assert res["value"] is None and res["missing_categories"] == ["t2"] and res["n_failed"] == 1
+    assert res["categories"]["t1"]["value"] == 1.0
+    ok = aggregate_metric(records[:1] + [{"prompt_id": "b", "value": 0.0}], {"a": "t1", "b": "t2"},
+                          aggregation="macro", n_resamples=100)
+    assert ok["value"] == 0.5

@@ -53,7 +53,8 @@ class Dist:
     def sum(self, values: list[float]) -> list[float]:
         if not self.enabled:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+        device = f"cuda:{self.local_rank}" if torch_dist.get_backend() == "nccl" else "cpu"  # NCCL: GPU tensors only
+        t = torch.tensor(values, dtype=torch.float64, device=device)
         torch_dist.all_reduce(t)
         return t.tolist()
 

@@ -32,4 +32,7 @@ def make_generator(spec: str, options: dict[str, Any], suite, *, device: str = "
         raise UserError(f"unknown generator {kind!r}{hint} Available: {', '.join(GENERATORS)}")
     module, _, attr = GENERATORS[kind].partition(":")
     cls = getattr(importlib.import_module(module), attr)
-    return cls(arg, options, suite, device=device)
+    try:
+        return cls(arg, options, suite, device=device)
+    except TypeError as e:
+        raise UserError(f"generator {kind}: unsupported options {options} ({e})") from e

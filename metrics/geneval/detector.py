@@ -42,14 +42,12 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import pickle
 import re
 import warnings
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
@@ -597,69 +595,54 @@ def load_mapped(model: torch.nn.Module, hf_sd: Mapping[str, torch.Tensor], sourc
 
 # --------------------------------------------------------------------------------------------- reading
 
-class _Inert:
-    """Stands in for any non-tensor object in a checkpoint's pickled metadata (numpy scalars, mmcv
-    config objects ...): it records what it was and never runs code from the file."""
+def _numpy_safe_globals() -> list[Any]:
+    """The numpy globals that mmcv/mmdet checkpoint `meta` dicts pickle (`np.float64` scores, small
+    arrays, dtypes), under both numpy 2 (`numpy._core`) and numpy 1 (`numpy.core`) module names.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args = args
+    Each only rebuilds a numpy value from plain data; whatever the arrays or scalars hold is itself
+    unpickled by torch's restricted loader, so nothing else becomes reachable."""
+    import numpy as np
 
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
+    try:
+        from numpy._core import multiarray  # numpy 2
+    except ImportError:  # numpy 1.26
+        from numpy.core import multiarray
 
-    def __call__(self, *args: Any, **kwargs: Any) -> _Inert:
-        return _Inert(*args)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}>"
-
-
-def _inert_class(module: str, name: str) -> type:
-    return type(f"{module}.{name}", (_Inert,), {})
-
-
-_TORCH_ALLOWED = {
-    ("torch._utils", "_rebuild_tensor_v2"),
-    ("torch._utils", "_rebuild_tensor"),
-    ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
-    ("collections", "OrderedDict"),
-    ("torch", "Size"),
-}
-
-
-class _MetadataTolerantUnpickler(pickle.Unpickler):
-    """Resolves only torch's tensor-rebuild functions and OrderedDict; every other global becomes an
-    inert placeholder. So an mmcv checkpoint whose `meta` holds numpy scalars or other objects loads
-    without executing anything from the file (torch's `weights_only` loader refuses such files)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _TORCH_ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch" and name.endswith("Storage"):
-            return super().find_class(module, name)
-        return _inert_class(module, name)
-
-
-_tolerant_pickle = SimpleNamespace(Unpickler=_MetadataTolerantUnpickler, load=pickle.load, __name__="tolerant_pickle")
+    out: list[Any] = [np.dtype, np.ndarray]
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        out += [(multiarray.scalar, f"{module}.scalar"), (multiarray._reconstruct, f"{module}._reconstruct")]
+    # torch only BUILDs (sets the pickled state of) objects of allow-listed classes, and a dtype's class
+    # is its per-kind subclass (`numpy.dtypes.Float64DType` ...), never named in the pickle itself
+    out += sorted({type(np.dtype(c)) for c in np.typecodes["All"]}, key=lambda t: t.__name__)
+    return out
 
 
 def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], dict[str, Any]]:
     """The state dict and the `meta` dict of an mmdet/mmcv `.pth` file (or a bare state dict).
 
-    Read with `torch.load(weights_only=True)` first; files whose metadata holds objects that loader
-    refuses are read with `_MetadataTolerantUnpickler`, which builds tensors and nothing else.
+    Only ever read with torch's restricted `weights_only=True` unpickler (zip and legacy formats
+    alike): first as is, then with the numpy metadata types of `_numpy_safe_globals` allowed, because
+    real mmcv checkpoints carry numpy scalars in `meta`. Any other global in the pickle (a class, or a
+    function such as `os.system` a crafted file would call) is refused with a ValueError naming it.
     """
     from metrics import weights as wts
 
     path = Path(path)
     try:
         obj = wts.load_state_dict(path)
-    except ValueError as first:
+    except ValueError:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"{path}: cannot be read as a checkpoint ({first}; {type(e).__name__}: {e})") from e
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            if found:
+                raise ValueError(
+                    f"{path}: refused: its pickle needs `{found.group(1)}`, and paintbench unpickles only "
+                    "tensors and numpy metadata (nothing that could run code); convert the file to a plain "
+                    "state dict or safetensors"
+                ) from e
+            raise ValueError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}

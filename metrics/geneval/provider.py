@@ -92,7 +92,7 @@ class GenEvalProvider(Provider):
         weights_dir: str | os.PathLike[str] | None = None,
         value: Value = "reward",
         mode: Value | None = None,
-        options: GenEvalOptions | None = None,
+        options: GenEvalOptions | Mapping[str, Any] | None = None,
         position_quirk: bool = True,
         detector: DetectorChoice = "official",
         detector_scale: tuple[int, int] | None = None,
@@ -107,6 +107,11 @@ class GenEvalProvider(Provider):
         if detector not in ("official", "hf", "mmdet"):
             raise ValueError(f"geneval: detector must be 'official', 'hf' or 'mmdet', got {detector!r}")
         self.value: Value = value
+        if isinstance(options, Mapping):  # from YAML / --metric-opt geneval.options={threshold: 0.5}
+            try:
+                options = GenEvalOptions(**options)
+            except TypeError as e:
+                raise ValueError(f"geneval: bad options {dict(options)} ({e})") from None
         self.options = options or DEFAULT_OPTIONS
         self.position_quirk = position_quirk
         self.swap_rb = swap_rb

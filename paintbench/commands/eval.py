@@ -1,5 +1,8 @@
 """`paintbench eval SUITE --generator KIND[:ARG] --out RUN`: generate, score, aggregate (resumable).
 
+Exit status: 0 when every image was generated and scored; 3 when some were not (listed in the
+results); 2 for a usage or setup error.
+
 Every flag is also a key of a YAML file given with `--config` (same names, underscores); flags win.
 Under `torchrun --nproc-per-node N -m paintbench eval ...` the prompts are sharded across ranks.
 """
@@ -45,7 +48,7 @@ def config_from_args(args: argparse.Namespace):
     for key, value in parse_overrides(args.metric_opt).items():
         if "." not in key:
             raise UserError(f"--metric-opt {key}=...: expected METRIC.KEY=VALUE")
-        metric, _, opt = key.partition(".")
+        metric, _, opt = key.rpartition(".")  # metric names may contain dots (hps-v2.1.KEY)
         metric_opts.setdefault(metric, {})[opt] = value
     cfg = build(EvalConfig, base, flags, {"generator_options": gen_opts, "metric_options": metric_opts},
                 source=args.config or "command line")
@@ -60,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     results = run_eval(cfg, rescore=args.rescore)
-    if results is not None:
-        print(format_results(results))
-        print(f"\nrun directory: {cfg.out}")
-    return 0
+    if results is None:  # a rank other than 0
+        return 0
+    print(format_results(results))
+    print(f"\nrun directory: {cfg.out}")
+    failed = results["generation_failures"] or any(m.get("n_failed") for m in results["metrics"].values())
+    return 3 if failed else 0

@@ -3,7 +3,9 @@
 
 DIR holds `00000/metadata.jsonl` and `00000/samples/0000k.png` per prompt (GenEval's generation
 layout), or is a paintbench run directory (`paintbench eval ... --out DIR`), whose images are then
-scored into its `scores/geneval.jsonl` (resumably) and summarised the same way. Results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
+scored into its `scores/geneval.jsonl` (resumably) and summarised the same way; the flags that only
+make sense for a folder (`--out`, thresholds, weight files ...) are refused there rather than ignored.
+For a folder, results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
 fields (filename, tag, prompt, correct, reason, metadata, details) plus reward, strict, detections and
 colours, written after each batch; rerunning the same command continues an interrupted run without
 redoing finished images. The summary is printed in the official format.
@@ -22,6 +24,22 @@ from pathlib import Path
 from paintbench.errors import UserError
 
 EXIT_SOME_FAILED = 3
+
+# Flags that only apply to a folder in GenEval's layout, with their defaults. On a paintbench run
+# directory the scores go into the run itself, with the run's (official) GenEval settings, so these
+# would be silently ignored there; `run_on_harness_run` refuses them instead.
+FOLDER_ONLY_DEFAULTS: dict[str, object] = {
+    "out": None,
+    "overwrite": False,
+    "summary_json": None,
+    "detector_weights": None,
+    "clip_weights": None,
+    "threshold": 0.3,
+    "counting_threshold": 0.9,
+    "max_objects": 16,
+    "max_overlap": 1.0,
+    "position_threshold": 0.1,
+}
 
 
 def _scale(text: str) -> tuple[int, int]:
@@ -46,11 +64,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--dtype", default="float32", help="float32 (default, parity), bfloat16 or float16")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threshold", type=float, default=0.3, help="detection score threshold (official 0.3)")
-    p.add_argument("--counting-threshold", type=float, default=0.9, help="threshold for counting prompts (0.9)")
-    p.add_argument("--max-objects", type=int, default=16, help="detections kept per class (16)")
-    p.add_argument("--max-overlap", type=float, default=1.0, help="NMS IoU threshold; 1.0 = no NMS (official)")
-    p.add_argument("--position-threshold", type=float, default=0.1, help="position rule shrink (0.1)")
+    p.add_argument("--threshold", type=float, default=FOLDER_ONLY_DEFAULTS["threshold"],
+                   help="detection score threshold (official 0.3)")
+    p.add_argument("--counting-threshold", type=float, default=FOLDER_ONLY_DEFAULTS["counting_threshold"],
+                   help="threshold for counting prompts (0.9)")
+    p.add_argument("--max-objects", type=int, default=FOLDER_ONLY_DEFAULTS["max_objects"],
+                   help="detections kept per class (16)")
+    p.add_argument("--max-overlap", type=float, default=FOLDER_ONLY_DEFAULTS["max_overlap"],
+                   help="NMS IoU threshold; 1.0 = no NMS (official)")
+    p.add_argument("--position-threshold", type=float, default=FOLDER_ONLY_DEFAULTS["position_threshold"],
+                   help="position rule shrink (0.1)")
     p.add_argument("--scale", type=_scale, default=None, help="detector resize target LONG,SHORT (official 1333,800)")
     p.add_argument("--summary-json", help="also write the summary numbers to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,6 +136,7 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     from metrics.geneval import format_summary, summarize
     from paintbench.config import build
 
+    refuse_folder_only_flags(root, args)
     rd = RunDir(root)
     doc = rd.read_config()
     old = doc.get("eval", {})
@@ -120,6 +144,8 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     options = {"mode": "correct", "detector": args.detector}
     if args.scale:
         options["detector_scale"] = list(args.scale)
+    if args.mmdet_config:
+        options["mmdet_config"] = args.mmdet_config
     cfg = build(EvalConfig, old, {"metrics": names, "metric_options": {**old.get("metric_options", {}), "geneval": options},
                                   "weights_dir": args.weights_dir, "device": args.device, "dtype": args.dtype,
                                   "batch_size": args.batch_size, "progress": not args.no_progress, "out": str(root)},
@@ -128,7 +154,7 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     samples = {(s["prompt_id"], s["sample_index"]): s for s in read_jsonl(rd.samples_path)[0]}
     records = read_jsonl(rd.scores_path("geneval"))[0]
     rows = [{"tag": samples[(r["prompt_id"], r["sample_index"])]["category"], "prompt_index": r["prompt_id"],
-             "correct": bool(r["value"])} for r in records if r.get("value") is not None]
+             "correct": _is_correct(r)} for r in records if r.get("value") is not None]
     if not rows:
         raise UserError(f"{root}: no image could be scored with GenEval")
     print(format_summary(summarize(rows)), end="")
@@ -136,3 +162,29 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     for r in failed:
         print(f"not scored: {r.get('error')}", file=sys.stderr)
     return EXIT_SOME_FAILED if failed or len(records) < len(samples) else 0
+
+
+def _is_correct(record: dict) -> bool:
+    """GenEval's 0/1 verdict of a score record: `details.correct` (also present when the run scored
+    in reward mode, where `value` is a partial credit), else `value == 1.0`."""
+    details = record.get("details")
+    if isinstance(details, dict) and "correct" in details:
+        return bool(details["correct"])
+    return record["value"] == 1.0
+
+
+def refuse_folder_only_flags(root: Path, args: argparse.Namespace) -> None:
+    """A run directory is scored with the run's own settings into the run itself; a folder-only flag
+    given with it would be silently ignored, so it is an error that says what to use instead."""
+    given = [
+        "--" + key.replace("_", "-")
+        for key, default in FOLDER_ONLY_DEFAULTS.items()
+        if getattr(args, key, default) != default
+    ]
+    if given:
+        raise UserError(
+            f"{root} is a paintbench run directory: {', '.join(given)} only apply to a folder in GenEval's "
+            "layout (scores go to RUN/scores/geneval.jsonl and RUN/results.json; weights come from "
+            "--weights-dir); to re-score the run with other settings use `paintbench eval --rescore geneval "
+            "--out RUN --metric-opt geneval.KEY=VALUE`"
+        )

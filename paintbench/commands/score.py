@@ -174,7 +174,10 @@ def _score_group(name, provider, samples, decoded, idx, out) -> None:
         meta = [samples[i].metadata or {} for i in idx] if any(samples[i].metadata for i in idx) else None
         scores = provider.score([decoded[i] for i in idx], prompts, meta)
         for i, v, d in zip(idx, scores.tolist(), scores.details, strict=True):
-            out[i] = (v, d)
+            if math.isnan(v):  # the provider's "cannot score this one": a listed failure, never averaged
+                samples[i].errors[name] = f"{samples[i].id}: {d.get('error', 'not scored (NaN)')}"
+            else:
+                out[i] = (v, d)
     except Exception as e:
         if len(idx) == 1:
             samples[idx[0]].errors[name] = f"{samples[idx[0]].id}: {type(e).__name__}: {e}"
@@ -188,8 +191,8 @@ def summarize(samples: list[Sample], results: dict[str, list], providers: dict[s
     for name, vals in results.items():
         xs = [v[0] for v in vals if v is not None]
         n = len(xs)
-        mean = sum(xs) / n if n else math.nan
-        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0 if n else math.nan
+        mean = sum(xs) / n if n else None
+        std = (math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0) if n else None
         per_metric[name] = {
             "mean": mean, "std": std, "n": n, "n_failed": len(samples) - n,
             "higher_is_better": providers[name].higher_is_better,
@@ -244,14 +247,16 @@ def _write_jsonl(path: Path, records) -> None:
 
 def _write_json(path: Path, data) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'metric':<16} {'mean':>12} {'std':>12} {'n':>7} {'failed':>7}"]
     for name, m in summary["metrics"].items():
-        lines.append(f"{name:<16} {m['mean']:>12.6f} {m['std']:>12.6f} {m['n']:>7} {m['n_failed']:>7}")
+        mean = "-" if m["mean"] is None else f"{m['mean']:.6f}"
+        std = "-" if m["std"] is None else f"{m['std']:.6f}"
+        lines.append(f"{name:<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}")
     if summary["failed"]:
         lines.append(f"\n{len(summary['failed'])} sample(s) with errors:")
         for f in summary["failed"][:20]:
