@@ -286,6 +286,6 @@ def test_macro_overall_is_not_reported_when_a_category_has_no_score():
     res = aggregate_metric(records, {"a": "t1", "b": "t2"}, aggregation="macro", n_resamples=100)
     assert res["value"] is None and res["missing_categories"] == ["t2"] and res["n_failed"] == 1
     assert res["categories"]["t1"]["value"] == 1.0
-    ok = aggregate_metric(records[:1] + [{"prompt_id": "b", "value": 0.0}], {"a": "t1", "b": "t2"},
+    ok = aggregate_metric([*records[:1], {"prompt_id": "b", "value": 0.0}], {"a": "t1", "b": "t2"},
                           aggregation="macro", n_resamples=100)
     assert ok["value"] == 0.5
