@@ -278,17 +278,17 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 
 def fingerprint(path: Path) -> str:
-    """sha256 of a weight file, or of the first file of a weight folder; cached per (path, mtime, size)."""
-    target = path
+    """sha256 of a weight file; for a weight folder, sha256 over its files' names and hashes (so the
+    provenance identifies the weights, not just a config file). Cached per (path, mtime, size)."""
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        if not files:
-            return ""
-        target = files[0]
-    stat = target.stat()
-    key = (str(target.resolve()), stat.st_mtime_ns, stat.st_size)
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(path)}\t{fingerprint(f)}\n".encode())
+        return h.hexdigest()
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = sha256_file(target)
+        _FINGERPRINTS[key] = sha256_file(path)
     return _FINGERPRINTS[key]
 
 

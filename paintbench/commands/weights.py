@@ -45,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
         print(W.resolve(args.name, weights_dir=args.weights_dir))
         return 0
     if args.action == "fetch":
-        names = sorted(W.CATALOG) if args.name == ["all"] else args.name
+        names = (sorted(n for n, w in W.CATALOG.items() if w.url or w.hf_repo) if args.name == ["all"]
+                 else args.name)
+        if args.name == ["all"]:
+            for n, w in sorted(W.CATALOG.items()):
+                if not (w.url or w.hf_repo):
+                    print(f"{n}: no public download source; {w.description}")
         for n in names:
             if n not in W.CATALOG:
                 raise UserError(f"unknown weight {n!r}; known: {', '.join(sorted(W.CATALOG))}")
