@@ -16,7 +16,7 @@ from paintbench.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from harness.evaluate import EvalConfig
+    from harness.config import EvalConfig
 
     p.add_argument("suite", nargs="?", help="suite name (see `paintbench suites`) or a suite YAML file")
     p.add_argument("--config", help="YAML file with any of the settings below")
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from harness.evaluate import EvalConfig
+    from harness.config import EvalConfig
 
     base = load_yaml(args.config) if args.config else {}
     if args.rescore:  # start from the run's own settings; flags given now (device, batch size...) win

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metrics.images import IMAGE_SUFFIXES
 from paintbench.errors import UserError
 
 EXIT_SOME_FAILED = 3
@@ -53,6 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # -- inputs ------------------------------------------------------------------------------------------
 def collect_samples(images: str | os.PathLike[str], prompts: str | os.PathLike[str] | None = None) -> list[Sample]:
     """The samples to score, in a stable order, with prompts attached. Pure file reading."""
+    from metrics.images import IMAGE_SUFFIXES
+
     src = Path(images)
     if not src.exists():
         raise UserError(f"{src}: no such file or folder")
