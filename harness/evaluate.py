@@ -164,7 +164,12 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
     if not units:
         return
     gen = make_generator(cfg.generator, cfg.generator_options, suite, device=device)
-    settings = gen.settings()
+    settings = json.loads(json.dumps(gen.settings(), default=str))  # as it will read back from disk
+    earlier = next(iter(done.values()), None)
+    if earlier is not None and earlier.get("generation") != settings:
+        diff = _provenance_diff(earlier.get("generation") or {}, settings)
+        raise UserError(f"{rd.root}: its images were generated with other settings ({'; '.join(diff)}); "
+                        "finish it with the same generator, or use a new --out")
     from tqdm import tqdm
 
     bar = tqdm(total=len(units), desc="generate", unit="img", disable=not show, file=sys.stderr)

@@ -22,15 +22,21 @@ class PolicyGenerator(Generator):
         if not arg:
             raise UserError("policy generator needs a checkpoint: --generator policy:PATH")
         try:
-            load = importlib.import_module("trainer.policies").load
+            policies = importlib.import_module("trainer.policies")
+            load = policies.load
             self._generate = importlib.import_module("trainer.generate").generate_images
         except (ImportError, AttributeError) as e:
             raise UserError(f"policy generator: the trainer's policies are not available ({e})") from e
         self.dtype = self.options.pop("dtype", "float32")
-        self.policy = load(arg, device=device, dtype=self.dtype)
+        # a run folder means "its latest checkpoint": record which one, so a resumed eval never mixes two
+        self.checkpoint = policies.resolve(arg)
+        self.policy = load(self.checkpoint, device=device, dtype=self.dtype)
 
     def settings(self):
-        return {**super().settings(), "dtype": self.dtype, "policy": type(self.policy).__name__}
+        from metrics.weights import fingerprint
+
+        return {**super().settings(), "dtype": self.dtype, "policy": type(self.policy).__name__,
+                "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": fingerprint(self.checkpoint)}
 
     def generate(self, requests: list[Request]) -> list[GeneratedImage]:
         images = self._generate(self.policy, [r.item.prompt for r in requests], [r.seed for r in requests],
