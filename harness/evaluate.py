@@ -16,7 +16,6 @@ import hashlib
 import importlib
 import io
 import json
-import math
 import os
 import platform
 import subprocess
@@ -364,21 +363,13 @@ def _score_batch(provider, rd: RunDir, batch: list[dict[str, Any]], meta: dict[s
     paths = [str(rd.resolve_image(s["image"])) for s in batch]
     prompts = [s["prompt"] for s in batch]
     metadata = [meta.get(s["prompt_id"]) or {} for s in batch]
-    try:
-        scores = provider.score(paths, prompts, metadata)
-        out = []
-        for s, v, d in zip(batch, scores.tolist(), scores.details, strict=True):
-            rec = {"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
-            if math.isnan(v):  # a provider's "cannot score this one": a listed failure, never averaged
-                rec.update(value=None, error=f"{s['image']}: {d.get('error', 'not scored (NaN)')}")
-            out.append(rec)
-        return out
-    except Exception as e:
-        if len(batch) == 1:
-            s = batch[0]
-            return [{"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": None,
-                     "details": {}, "error": f"{s['image']}: {type(e).__name__}: {e}"}]
-        return [r for s in batch for r in _score_batch(provider, rd, [s], meta)]
+    out = []
+    for s, (v, d, err) in zip(batch, provider.score_each(paths, prompts, metadata), strict=True):
+        rec = {"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
+        if err is not None:
+            rec["error"] = f"{s['image']}: {err}"
+        out.append(rec)
+    return out
 
 
 # -- results -----------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ through PIL). Everything a report needs beyond the number goes into `Scores.deta
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,6 +123,30 @@ class Provider(ABC):
                 details.extend(part.details)
         out = torch.cat(values) if values else torch.empty(0, device=self.device)
         return Scores(metric=self.name, values=out, details=details)
+
+    def score_each(
+        self,
+        images: Sequence[Any] | torch.Tensor,
+        prompts: Sequence[str] | None = None,
+        metadata: Sequence[dict[str, Any]] | None = None,
+    ) -> list[tuple[float | None, dict[str, Any], str | None]]:
+        """`score`, but one bad sample never fails the others: (value, details, error) per sample.
+
+        The batch is scored together; if that raises, each sample is scored alone, so the error is
+        pinned on the sample that caused it. A NaN value (a provider's "cannot score this one") comes
+        back as an error too, never as a number to average."""
+        try:
+            scores = self.score(images, prompts, metadata)
+        except Exception as e:
+            if len(images) == 1:
+                return [(None, {}, f"{type(e).__name__}: {e}")]
+            return [r for i in range(len(images)) for r in self.score_each(
+                images[i : i + 1], None if prompts is None else prompts[i : i + 1],
+                None if metadata is None else metadata[i : i + 1])]
+        out: list[tuple[float | None, dict[str, Any], str | None]] = []
+        for v, d in zip(scores.tolist(), scores.details, strict=True):
+            out.append((None, d, d.get("error", "not scored (NaN)")) if math.isnan(v) else (v, d, None))
+        return out
 
     @abstractmethod
     def _score_batch(

@@ -200,29 +200,12 @@ def _score_batch(provider: Any, batch: list[ImageItem], decoded: list[Any]) -> l
             records[i] = _error(item, str(img))
         else:
             good.append(i)
-    _score_group(provider, batch, decoded, good, records)
+    if good:
+        results = provider.score_each([decoded[i] for i in good], [batch[i].metadata.get("prompt", "") for i in good],
+                                      [batch[i].metadata for i in good])
+        for i, (_, det, err) in zip(good, results, strict=True):
+            records[i] = _error(batch[i], err) if err else official_record(batch[i].filename, batch[i].metadata, det)
     return [r for r in records if r is not None]
-
-
-def _score_group(provider, batch, decoded, idx, records) -> None:
-    """Score `idx` together; if that fails, one by one, so the failure names the image that caused it."""
-    if not idx:
-        return
-    try:
-        scores = provider.score(
-            [decoded[i] for i in idx],
-            [batch[i].metadata.get("prompt", "") for i in idx],
-            [batch[i].metadata for i in idx],
-        )
-    except Exception as e:
-        if len(idx) == 1:
-            records[idx[0]] = _error(batch[idx[0]], f"{type(e).__name__}: {e}")
-            return
-        for i in idx:
-            _score_group(provider, batch, decoded, [i], records)
-        return
-    for i, det in zip(idx, scores.details, strict=True):
-        records[i] = official_record(batch[i].filename, batch[i].metadata, det)
 
 
 def _error(item: ImageItem, message: str) -> dict[str, Any]:

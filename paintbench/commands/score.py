@@ -170,21 +170,13 @@ def score_samples(samples: list[Sample], providers: dict[str, Any], *, batch_siz
 def _score_group(name, provider, samples, decoded, idx, out) -> None:
     if not idx:
         return
-    try:
-        prompts = [samples[i].prompt or "" for i in idx] if provider.needs_prompt else None
-        meta = [samples[i].metadata or {} for i in idx] if any(samples[i].metadata for i in idx) else None
-        scores = provider.score([decoded[i] for i in idx], prompts, meta)
-        for i, v, d in zip(idx, scores.tolist(), scores.details, strict=True):
-            if math.isnan(v):  # the provider's "cannot score this one": a listed failure, never averaged
-                samples[i].errors[name] = f"{samples[i].id}: {d.get('error', 'not scored (NaN)')}"
-            else:
-                out[i] = (v, d)
-    except Exception as e:
-        if len(idx) == 1:
-            samples[idx[0]].errors[name] = f"{samples[idx[0]].id}: {type(e).__name__}: {e}"
-            return
-        for i in idx:
-            _score_group(name, provider, samples, decoded, [i], out)
+    prompts = [samples[i].prompt or "" for i in idx] if provider.needs_prompt else None
+    meta = [samples[i].metadata or {} for i in idx] if any(samples[i].metadata for i in idx) else None
+    for i, (v, d, err) in zip(idx, provider.score_each([decoded[i] for i in idx], prompts, meta), strict=True):
+        if err is None:
+            out[i] = (v, d)
+        else:
+            samples[i].errors[name] = f"{samples[i].id}: {err}"
 
 
 def summarize(samples: list[Sample], results: dict[str, list], providers: dict[str, Any]) -> dict[str, Any]:
