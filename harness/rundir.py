@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,10 +255,3 @@ def _write_sorted(path: Path, records: dict[Key, dict[str, Any]], order: list[Ke
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def iter_records(path: Path) -> Iterator[dict[str, Any]]:
-    recs, problems = read_jsonl(path)
-    if problems:
-        raise UserError("; ".join(problems))
-    yield from recs

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from metrics.weights import sha256_file
 from paintbench.errors import UserError
 
 SHIPPED = Path(__file__).parent / "suites"
@@ -168,10 +169,6 @@ def data_dir() -> Path:
     return Path(os.environ.get(ENV_DATA, "~/.cache/paintbench/data")).expanduser()
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def fetch_source(src: dict[str, Any], suite: str) -> Path:
     """The prompt file of a suite: a local `path`, or `cache_path` in the data cache (downloaded from
     `url` once, then checked against `sha256`)."""
@@ -193,7 +190,7 @@ def fetch_source(src: dict[str, Any], suite: str) -> Path:
                 part.unlink(missing_ok=True)
                 raise UserError(f"suite {suite}: cannot download {src['url']} into {target} ({e}); "
                                 f"place the file there by hand, or set {ENV_DATA}") from e
-            if src.get("sha256") and sha256_of(part) != src["sha256"]:
+            if src.get("sha256") and sha256_file(part) != src["sha256"]:
                 part.unlink()
                 raise UserError(f"suite {suite}: {src['url']} does not have the pinned sha256 {src['sha256']}")
             os.replace(part, target)
@@ -203,7 +200,7 @@ def fetch_source(src: dict[str, Any], suite: str) -> Path:
             how = src.get("how_to_get", "")
             raise UserError(f"suite {suite}: prompt file {target} is missing. {how}".strip())
     if src.get("sha256") and target.is_file():
-        got = sha256_of(target)
+        got = sha256_file(target)
         if got != src["sha256"]:
             raise UserError(f"suite {suite}: {target} has sha256 {got}, expected {src['sha256']} "
                             "(a different version of the prompts; delete it to download again)")

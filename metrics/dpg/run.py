@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from metrics.base import resolve_dtype
 from metrics.dpg.answers import format_summary, load_answers, save_answers
 from metrics.dpg.grid import DEFAULT_PIC_NUM, check_pic_num, scan_folder, split_grid
 from metrics.dpg.provider import ask_tiles
@@ -152,7 +153,7 @@ def evaluate_folder(
     if todo:
         if vqa is None:
             vqa = make_backend(backend, weights=weights, weights_dir=weights_dir, device=device,
-                               dtype=_torch_dtype(dtype), vqa_mode=vqa_mode, trust_pickle=trust_pickle,
+                               dtype=resolve_dtype(dtype), vqa_mode=vqa_mode, trust_pickle=trust_pickle,
                                head_tying=head_tying)  # type: ignore[arg-type]
         described = vqa.describe()
         if meta.get("vqa") and _weights_id(meta["vqa"]) != _weights_id(described):
@@ -216,12 +217,6 @@ def evaluate_folder(
 
 def _weights_id(described: dict[str, Any]) -> Any:
     return described.get("checkpoint_sha256") or described.get("folder")
-
-
-def _torch_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    from metrics.base import resolve_dtype
-
-    return resolve_dtype(dtype)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # -- inputs ------------------------------------------------------------------------------------------
 def collect_samples(images: str | os.PathLike[str], prompts: str | os.PathLike[str] | None = None) -> list[Sample]:
     """The samples to score, in a stable order, with prompts attached. Pure file reading."""
-    from metrics.images import IMAGE_SUFFIXES
+    from metrics.images import IMAGE_SUFFIXES, list_image_files
 
     src = Path(images)
     if not src.exists():
@@ -63,7 +63,7 @@ def collect_samples(images: str | os.PathLike[str], prompts: str | os.PathLike[s
         if prompts:
             raise UserError("--prompts is only for folders; a JSONL carries its own prompts")
         return _samples_from_jsonl(src)
-    files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_image_files(src)
     if not files:
         raise UserError(f"{src}: no image files ({', '.join(IMAGE_SUFFIXES)})")
     samples = [Sample(id=f.name, image=str(f)) for f in files]

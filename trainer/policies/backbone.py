@@ -156,9 +156,3 @@ def to_uint8(images: torch.Tensor, *, low: float) -> torch.Tensor:
     if low < 0:
         x = (x + 1.0) / 2.0
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def resolve_torch_dtype(dtype: Any) -> torch.dtype:
-    from metrics.base import resolve_dtype
-
-    return resolve_dtype(dtype)

@@ -32,7 +32,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from trainer.policies.backbone import BackbonePolicy, resolve_torch_dtype, to_uint8
+from metrics.base import resolve_dtype
+from trainer.policies.backbone import BackbonePolicy, to_uint8
 from trainer.policy import MASK, PromptBatch, cfg_combine
 
 
@@ -155,7 +156,7 @@ class DiMOOPolicy(BackbonePolicy):
             raise ValueError("lumina-dimoo: policy_path (the Lumina-DiMOO model folder) is required")
         from transformers import AutoTokenizer
 
-        torch_dtype = resolve_torch_dtype(dtype)
+        torch_dtype = resolve_dtype(dtype)
         try:
             from model import LLaDAForMultiModalGeneration  # Lumina-DiMOO's repository on PYTHONPATH
             model = LLaDAForMultiModalGeneration.from_pretrained(model_path, torch_dtype=torch_dtype)

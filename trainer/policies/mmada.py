@@ -36,7 +36,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from trainer.policies.backbone import BackbonePolicy, resolve_torch_dtype, to_uint8
+from metrics.base import resolve_dtype
+from trainer.policies.backbone import BackbonePolicy, to_uint8
 from trainer.policy import MASK, PromptBatch, cfg_combine
 
 
@@ -155,7 +156,7 @@ class MMaDAPolicy(BackbonePolicy):
             raise ValueError("mmada: policy_path (the MMaDA model folder) is required")
         from transformers import AutoTokenizer
 
-        torch_dtype = resolve_torch_dtype(dtype)
+        torch_dtype = resolve_dtype(dtype)
         try:
             from models import MAGVITv2, MMadaModelLM  # MMaDA's repository on PYTHONPATH
             model = MMadaModelLM.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch_dtype)
