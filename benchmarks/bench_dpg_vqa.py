@@ -36,8 +36,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics.base import resolve_dtype
-from metrics.dpg.mplug import (
+from paintbench.metrics.base import resolve_dtype
+from paintbench.metrics.dpg.mplug import (
     END_ID,
     MPlugForVQA,
     MPlugSettings,

@@ -5,9 +5,10 @@ Both paths use the same weights, the same images and the same process:
 - `one-at-a-time`: like GenEval's `evaluate_images.py` — for each image, decode the file, run the
   detector on that single image, then the colour classifier on that image's crops (provider batch size
   1, no decode prefetch);
-- `batched`: `paintbench geneval`'s loop (`metrics.geneval.run.evaluate_folder`) — images decoded on a
-  thread pool ahead of the device, the detector on `--batch-size` images per forward, all colour crops
-  of a batch in one CLIP forward, results appended per batch.
+- `batched`: what `paintbench geneval` runs — the folder read as a suite (`harness.folders`) and scored
+  by the one run engine (`harness.evaluate.run_eval`): images decoded on a thread pool ahead of the
+  device, the detector on `--batch-size` images per forward, all colour crops of a batch in one CLIP
+  forward, records appended per batch, then GenEval's official results.jsonl written from the run.
 
 The images are written in GenEval's layout (4 per prompt) from the official prompt list when available.
 The ratio of images/s is printed, with the agreement of the two paths (their verdicts must match).
@@ -31,9 +32,12 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics.geneval.layout import load, scan
-from metrics.geneval.provider import GenEvalProvider, write_tiny_weights
-from metrics.geneval.run import evaluate_folder
+from paintbench.harness.config import EvalConfig
+from paintbench.harness.folder_reports import geneval_report
+from paintbench.harness.folders import read_geneval_folder, run_folder
+from paintbench.harness.rundir import RunDir
+from paintbench.metrics.geneval.layout import load, scan
+from paintbench.metrics.geneval.provider import GenEvalProvider, write_tiny_weights
 
 FALLBACK_PROMPTS = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},
@@ -129,21 +133,28 @@ def main() -> int:
 
         sync(args.device)
         t0 = time.perf_counter()
-        result = evaluate_folder(root, tmp_path / "results.jsonl", batched, resume=False, log=lambda m: None)
+        fi = read_geneval_folder(root, {"detector_scale": list(scale)} if scale else {})
+        cfg = EvalConfig(out=str(tmp_path / "run"), device=args.device, dtype=args.dtype, batch_size=batch_size,
+                         progress=False, n_resamples=1000)
+        run_folder(fi, cfg, providers={"geneval": batched})
+        report = geneval_report(RunDir(tmp_path / "run"), fi)
         sync(args.device)
         t_batch = time.perf_counter() - t0
+        records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
 
-    by_name = {r["filename"]: r for r in result.records}
+    by_name = {r["filename"]: r for r in records}
+    scored = sum("correct" in r for r in records)
+    assert report.summary is not None
     agree = sum(by_name[it.filename]["correct"] == d["correct"] for it, d in zip(items, singles, strict=False))
     reward_delta = max(abs(by_name[it.filename]["reward"] - d["reward"]) for it, d in zip(items, singles, strict=False))
     single_ips = n_single / t_single
-    batch_ips = result.scored / t_batch
+    batch_ips = scored / t_batch
     weights = "tiny random" if not args.weights_dir else str(weights_dir)
     print(f"device {args.device} ({torch.cuda.get_device_name() if gpu else f'{torch.get_num_threads()} threads'}), "
           f"dtype {args.dtype}, weights: {weights}, images {args.image_size}px, "
           f"detector scale {scale or (1333, 800)}")
     print(f"one image at a time (official-style): {single_ips:8.2f} img/s  ({n_single} images, {t_single:.1f} s)")
-    print(f"batched (batch {batch_size}, prefetch):     {batch_ips:8.2f} img/s  ({result.scored} images, {t_batch:.1f} s)")
+    print(f"batched (batch {batch_size}, prefetch):     {batch_ips:8.2f} img/s  ({scored} images, {t_batch:.1f} s, engine incl. records)")
     print(f"ratio batched / one-at-a-time: {batch_ips / single_ips:.2f}x")
     print(f"2212-image GenEval run at the batched rate: {2212 / batch_ips:.0f} s")
     print(f"agreement on {n_single} images: verdicts {agree}/{n_single}, max |reward delta| {reward_delta:.2e}")

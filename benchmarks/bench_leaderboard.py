@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from leaderboards.build import BuildOptions, build_site  # noqa: E402
+from paintbench.leaderboards.build import BuildOptions, build_site  # noqa: E402
 
 CATEGORIES = ["single_object", "two_object", "counting", "colors", "position", "color_attr"]
 COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"]

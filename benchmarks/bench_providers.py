@@ -30,8 +30,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import metrics
-from metrics.synthetic import write_tiny_weights
+from paintbench import metrics
+from paintbench.metrics.synthetic import write_tiny_weights
 
 DEFAULT_METRICS = ["aesthetic", "imagereward", "hps-v2.1"]
 

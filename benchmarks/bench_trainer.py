@@ -40,12 +40,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.shapes.prompts import make_prompts  # noqa: E402
 from paintbench.config import load_yaml  # noqa: E402
-from trainer.config import load_config, resolve_config_path  # noqa: E402
-from trainer.generate import generate_images  # noqa: E402
-from trainer.loop import Trainer  # noqa: E402
-from trainer.rewards import RewardModel  # noqa: E402
+from paintbench.harness.shapes.prompts import make_prompts  # noqa: E402
+from paintbench.trainer.config import load_config, resolve_config_path  # noqa: E402
+from paintbench.trainer.generate import generate_images  # noqa: E402
+from paintbench.trainer.loop import Trainer  # noqa: E402
+from paintbench.trainer.rewards import RewardModel  # noqa: E402
 
 METHODS = ("htgrpo", "grpo", "maskgrpo")
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from harness import stats
+from paintbench.harness import stats
 
 
 def values_by_prompt(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, list[float]], int]:

@@ -1,9 +1,15 @@
-"""Process groups for `torchrun` / `accelerate launch`, and deterministic sharding.
+"""Process groups for `torchrun` / `accelerate launch`, and deterministic sharding: the one `Dist` of
+the harness (evaluation) and the trainer (gradient all-reduce).
 
-Both launchers set RANK, WORLD_SIZE and LOCAL_RANK. Work is sharded by prompt (strided over the
-suite's prompt order), never by batch position, and seeds depend only on (run seed, prompt id,
+Both launchers set RANK, WORLD_SIZE and LOCAL_RANK. Evaluation work is sharded by prompt (strided over
+the suite's prompt order), never by batch position, and seeds depend only on (run seed, prompt id,
 sample index), so the images and scores do not depend on the number of processes or the batch size.
 Every rank appends to its own part files in the shared run directory; rank 0 merges them.
+
+Training splits a round's global batch into equal contiguous shares (`share`), gathers rewards
+(`all_gather_cat`) and sums gradients with one all-reduce of a flat buffer (`all_reduce_grads`), so
+no result depends on the number of processes. Collectives on NCCL use the rank's GPU (NCCL reduces GPU
+tensors only); on gloo the CPU.
 """
 
 from __future__ import annotations
@@ -12,7 +18,10 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -23,12 +32,19 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     initialized_here: bool = False
+    backend: str = "none"
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    backend: str = "none"
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def _collective_device(self) -> str:
+        return f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"
 
     @classmethod
     def from_env(cls, requested_device: str | None = None) -> Dist:
@@ -80,10 +96,70 @@ class Dist:
         import torch
         import torch.distributed as td
 
-        device = f"cuda:{self.local_rank}" if self.backend == "nccl" else "cpu"  # NCCL reduces GPU tensors only
-        t = torch.tensor([0 if ok else 1], dtype=torch.int64, device=device)
+        t = torch.tensor([0 if ok else 1], dtype=torch.int64, device=self._collective_device)
         td.all_reduce(t)
         return int(t.item()) == 0
+
+    # -- training collectives (no-ops in a single process) ----------------------------------------
+    def share(self, total: int) -> tuple[int, int]:
+        """[start, stop) of this rank's rows among `total` global rows."""
+        if total % self.world_size:
+            from paintbench.errors import InputError
+
+            raise InputError(f"{total} rollouts per round do not split evenly over {self.world_size} processes "
+                             "(choose prompts_per_step * group_size divisible by the world size)")
+        per = total // self.world_size
+        return self.rank * per, (self.rank + 1) * per
+
+    def all_gather_cat(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate equal-sized tensors from every rank, in rank order (dim 0)."""
+        if not self.enabled:
+            return t
+        import torch
+        import torch.distributed as td
+
+        parts = [torch.empty_like(t) for _ in range(self.world_size)]
+        td.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64)."""
+        if not self.enabled:
+            return list(values)
+        import torch
+        import torch.distributed as td
+
+        t = torch.tensor(values, dtype=torch.float64, device=self._collective_device)
+        td.all_reduce(t)
+        return t.tolist()
+
+    def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients of `params` over ranks (one flat buffer)."""
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as td
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        td.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            n = g.numel()
+            p.grad = flat[offset:offset + n].view_as(g).to(g.dtype)
+            offset += n
+
+    def broadcast_parameters(self, params: list[torch.nn.Parameter]) -> None:
+        """Make every rank hold rank 0's trainable weights (a warm start on GPU need not be bitwise
+        deterministic across processes; a frozen base model is loaded identically from its files)."""
+        if not self.enabled:
+            return
+        import torch
+        import torch.distributed as td
+
+        with torch.no_grad():
+            for t in params:
+                td.broadcast(t.data, src=0)
 
     def close(self) -> None:
         if self.initialized_here:

@@ -21,6 +21,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +30,30 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.aggregate import aggregate_metric
-from harness.config import EvalConfig
-from harness.dist import Dist, derive_seed, shard
-from harness.generators import GENERATORS, make_generator, parse_spec
-from harness.generators.base import GeneratorError, Request
-from harness.rundir import JsonlAppender, RunDir
-from harness.suite import PromptItem, Suite, SuiteMetric, load_suite
 from paintbench.errors import UserError
+from paintbench.harness.aggregate import aggregate_metric
+from paintbench.harness.config import EvalConfig
+from paintbench.harness.dist import Dist, derive_seed, shard
+from paintbench.harness.generators import GENERATORS, make_generator, parse_spec
+from paintbench.harness.generators.base import GeneratorError, Request
+from paintbench.harness.rundir import JsonlAppender, RunDir
+from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite
 
 
-def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, Any] | None:
-    """Run (or resume) an evaluation; returns results.json's content on rank 0, None on other ranks."""
-    import metrics as M
+def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite | None = None,
+             providers: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Run (or resume) an evaluation; returns results.json's content on rank 0, None on other ranks.
+
+    `suite` is a suite built in memory (a user's folder read by `harness.folders`); by default the
+    suite is loaded by `cfg.suite`'s name or path. `providers` (metric name -> a provider already
+    built, e.g. to evaluate many runs with one loaded model) are used instead of building them; their
+    provenance is checked against the run's like any other."""
+    import paintbench.metrics as M
 
     started = time.time()
-    if not cfg.suite or not cfg.out:
+    if not (cfg.suite or suite) or not cfg.out:
         raise UserError("eval needs a suite and --out")
-    suite = load_suite(cfg.suite, cfg.include_path)
+    suite = suite or load_suite(cfg.suite, cfg.include_path)
     items = suite.items[: cfg.limit] if cfg.limit else suite.items
     ipp = cfg.images_per_prompt or suite.images_per_prompt
     rescore = [M.spec(m).name for m in rescore or []]  # unknown names fail now, aliases resolve
@@ -82,19 +90,20 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None) -> dict[str, 
         for m in metrics_:
             if rescore and m.name not in rescore:
                 continue
-            providers: dict[str, Any] = {}
+            built: dict[str, Any] = {"p": (providers or {}).get(m.name)}
             if m.name in rescore:
                 # build the provider before forgetting anything: missing weights must not cost the old scores
-                _on_all_ranks(dist, f"loading {m.name}",
-                              lambda m=m, providers=providers: providers.update(p=_provider(m, cfg, device)))
+                if built["p"] is None:
+                    _on_all_ranks(dist, f"loading {m.name}",
+                                  lambda m=m, built=built: built.update(p=_provider(m, cfg, device)))
                 if dist.is_main:
                     rd.drop_scores(m.name)
                 dist.barrier()
-            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, providers=providers: score_phase(
-                rd, suite, mine, m, cfg, dist, device, show, provider=providers.get("p")))
+            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, built=built: score_phase(
+                rd, suite, mine, m, cfg, dist, device, show, provider=built["p"]))
         results = None
         if dist.is_main:
-            order = [(it.id, k) for it in items for k in range(ipp)]
+            order = [(it.id, k) for it in items for k in range(it.n_samples(ipp))]
             rd.merge(order, [m.name for m in metrics_])
             results = build_results(rd, suite, items, ipp, metrics_, cfg, dist, timing={
                 "wall_s": time.time() - started, "generation_s": t_score - t_gen, "scoring_s": time.time() - t_score})
@@ -122,7 +131,7 @@ def _on_all_ranks(dist: Dist, what: str, fn) -> None:
 
 
 def _metrics(suite: Suite, cfg: EvalConfig, extra: list[str] | None = None) -> list[SuiteMetric]:
-    import metrics as M
+    import paintbench.metrics as M
 
     by_name = {M.spec(m.name).name: m for m in suite.metrics}
     names = [M.spec(n).name for n in cfg.metrics] if cfg.metrics else list(by_name)
@@ -159,7 +168,7 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
     rows, cols = (int(suite.grid["rows"]), int(suite.grid["cols"])) if suite.grid else (1, 1)
     tiles, size = rows * cols, suite.image_size
     units = [Request(item=it, sample_index=k, seed=derive_seed(cfg.seed, it.id, k), width=cols * size,
-                     height=rows * size) for it in mine for k in range(ipp) if (it.id, k) not in done]
+                     height=rows * size) for it in mine for k in range(it.n_samples(ipp)) if (it.id, k) not in done]
     if not units:
         return
     gen = make_generator(cfg.generator, cfg.generator_options, suite, device=device)
@@ -225,10 +234,11 @@ def _call_generator(gen, batch: list[Request]) -> list[Any]:
         outs = gen.generate(batch)
     except (UserError, GeneratorError):
         raise
-    except Exception as e:
+    except Exception as e:  # a bug in the generator's code: keep its traceback, say where and what is kept
         ids = ", ".join(f"{r.item.id}#{r.sample_index}" for r in batch[:4])
-        raise GeneratorError(f"generator {gen.kind} failed on {ids}: {type(e).__name__}: {e} "
-                             "(finished images are kept; rerun to resume)") from e
+        e.add_note(f"paintbench: generator {gen.kind} failed on {ids}; finished images are kept, rerun the "
+                   "same command to resume")
+        raise
     if outs is None or len(outs) != len(batch):
         got = "None" if outs is None else len(outs)
         raise GeneratorError(f"generator {gen.kind} returned {got} images for {len(batch)} prompts")
@@ -311,6 +321,7 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
     meta = {it.id: it.metadata for it in mine}
     pending = [s for k, s in sorted(samples.items())
                if k[0] in my_ids and (k not in scored or scored[k].get("error"))]
+    _check_requested_settings(rd, m, cfg, scored, write=dist.is_main)
     if not pending:
         return
     from tqdm import tqdm
@@ -328,17 +339,62 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
         prov_path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(prov_path, current)
     bar = tqdm(total=len(pending), desc=f"score {m.name}", unit="img", disable=not show, file=sys.stderr)
-    with JsonlAppender(rd.score_part(m.name, dist.rank)) as log:
-        for start in range(0, len(pending), cfg.batch_size):
-            batch = pending[start : start + cfg.batch_size]
-            for rec in _score_batch(provider, rd, batch, meta):
+    batches = [pending[i : i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
+    decode = getattr(provider, "decode", None)  # plugins without the hook get paths
+    with JsonlAppender(rd.score_part(m.name, dist.rank)) as log, ThreadPoolExecutor(DECODE_WORKERS) as pool:
+        def submit(batch: list[dict[str, Any]]) -> list[Future[Any]]:
+            return [pool.submit(_decode, decode, rd.resolve_image(s["image"])) for s in batch]
+
+        ahead = deque(submit(b) for b in batches[:DECODE_AHEAD])
+        for n, batch in enumerate(batches):
+            decoded = [f.result() for f in ahead.popleft()]
+            if n + DECODE_AHEAD < len(batches):
+                ahead.append(submit(batches[n + DECODE_AHEAD]))
+            for rec in _score_batch(provider, batch, decoded, meta):
                 log.append(rec)
             bar.update(len(batch))
     bar.close()
 
 
+DECODE_AHEAD = 2  # batches decoded on threads while the device scores the current one
+DECODE_WORKERS = 4
+
+
+def _decode(decode: Any, path: Path) -> Any:
+    """The decoded image, the path itself (a provider without `decode`), or the error, named."""
+    if decode is None:
+        return str(path)
+    try:
+        return decode(path)
+    except Exception as e:  # recorded on that sample with its type and message; the others go on
+        return e
+
+
+# options that name files: what they hold is compared through the provenance's sha256 instead
+_FILE_OPTIONS = ("weights", "questions", "answers_path")
+
+
+def _check_requested_settings(rd: RunDir, m: SuiteMetric, cfg: EvalConfig, scored: dict[Any, dict[str, Any]], *,
+                              write: bool) -> None:
+    """Refuse scores made with other options or dtype *before* loading any model, even when nothing is
+    left to score (a finished run asked again with `--threshold 0.5` must not print the old numbers).
+    The provenance check after loading adds what only the model knows (weights sha256, versions)."""
+    path = rd.root / "scores" / f"{m.name}.request.json"
+    wanted = json.loads(json.dumps({"options": {k: v for k, v in m.options.items() if k not in _FILE_OPTIONS},
+                                    "dtype": cfg.dtype}, default=str))
+    if any(not r.get("error") for r in scored.values()) and path.exists():
+        diff = _provenance_diff(json.loads(path.read_text(encoding="utf-8")), wanted)
+        if diff:
+            raise UserError(f"{rd.root}: {m.name} scores on disk were made with other settings ({'; '.join(diff)}); "
+                            f"rerun with the original settings, or recompute them all with --rescore {m.name} "
+                            "(for `paintbench geneval`, `dpg eval` and `score`: a new --out)")
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, wanted)
+
+
 def _provider(m: SuiteMetric, cfg: EvalConfig, device: str):
-    import metrics as M
+    import paintbench.metrics as M
 
     try:
         return M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
@@ -359,29 +415,42 @@ def _provenance_diff(before: Any, after: Any, where: str = "") -> list[str]:
     return [] if before == after else [f"{where}: {before!r} -> {after!r}"]
 
 
-def _score_batch(provider, rd: RunDir, batch: list[dict[str, Any]], meta: dict[str, Any]) -> list[dict[str, Any]]:
-    paths = [str(rd.resolve_image(s["image"])) for s in batch]
-    prompts = [s["prompt"] for s in batch]
-    metadata = [meta.get(s["prompt_id"]) or {} for s in batch]
-    out = []
-    for s, (v, d, err) in zip(batch, provider.score_each(paths, prompts, metadata), strict=True):
-        rec = {"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": v, "details": d}
-        if err is not None:
-            rec["error"] = f"{s['image']}: {err}"
-        out.append(rec)
-    return out
+def _score_batch(provider, batch: list[dict[str, Any]], decoded: list[Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """One score record per sample of `batch`, in order. A sample fails alone: an image that could not
+    be decoded, a sample without a prompt for a metric that needs one (never scored on ""), or a
+    failure inside the provider (`score_each` pins it on the sample that caused it)."""
+    records: list[dict[str, Any]] = []
+    usable = []
+    for s, image in zip(batch, decoded, strict=True):
+        rec = {"prompt_id": s["prompt_id"], "sample_index": s["sample_index"], "value": None, "details": {}}
+        if isinstance(image, Exception):
+            why = str(image) if isinstance(image, UserError) else f"{type(image).__name__}: {image}"
+            rec["error"] = why if s["image"] in why else f"{s['image']}: {why}"
+        elif s.get("prompt") is None and provider.needs_prompt:
+            rec["error"] = f"{s['image']}: no prompt (needed by {provider.name})"
+        else:
+            usable.append(len(records))
+        records.append(rec)
+    if usable:
+        chosen = [batch[i] for i in usable]
+        prompts = [s.get("prompt") or "" for s in chosen]
+        metadata = [meta.get(s["prompt_id"]) or {} for s in chosen]
+        results = provider.score_each([decoded[i] for i in usable], prompts, metadata)
+        for i, (v, d, err) in zip(usable, results, strict=True):
+            records[i].update(value=v, details=d)
+            if err is not None:
+                records[i]["error"] = f"{batch[i]['image']}: {err}"
+    return records
 
 
 # -- results -----------------------------------------------------------------------------------------
 def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, metrics_: list[SuiteMetric],
                   cfg: EvalConfig, dist: Dist, *, timing: dict[str, float]) -> dict[str, Any]:
-    from harness.rundir import read_jsonl
+    from paintbench.harness.rundir import read_jsonl
 
     category_of = {it.id: it.category for it in items}
     samples, _ = read_jsonl(rd.samples_path)
-    gen_failures = []
-    for f in sorted(rd.root.glob("parts/generation_failures.rank*.jsonl")):
-        gen_failures += read_jsonl(f)[0]
+    gen_failures = rd.generation_failures()
     out_metrics = {}
     for m in metrics_:
         records, _ = read_jsonl(rd.scores_path(m.name))
@@ -390,7 +459,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         res.update(metric_summary(m.name, records))
         res["primary"] = m.primary
         res["options"] = m.options
-        res["n_expected"] = len(items) * ipp
+        res["n_expected"] = suite.n_samples(items, ipp)
         res["errors"] = [r["error"] for r in records if r.get("error")][:50]
         prov = rd.root / "scores" / f"{m.name}.provenance.json"
         res["provenance"] = json.loads(prov.read_text()) if prov.exists() else None
@@ -416,7 +485,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
 def metric_summary(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """Metric-specific aggregates a provider class offers through `summarize_records(records)` (DPG's
     category scores, whose categories belong to questions, not prompts); overrides generic fields."""
-    import metrics as M
+    import paintbench.metrics as M
 
     module, _, attr = M.spec(name).target.partition(":")
     hook = getattr(getattr(importlib.import_module(module), attr), "summarize_records", None)

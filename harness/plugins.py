@@ -6,12 +6,12 @@ point (see pyproject.toml). This module must stay free of model code: the classe
 
 from __future__ import annotations
 
-from metrics.registry import ProviderSpec
+from paintbench.metrics.registry import ProviderSpec
 
 SPECS = [
     ProviderSpec(
         name="shapes-geneval",
-        target="harness.shapes.provider:ShapesGenEvalProvider",
+        target="paintbench.harness.shapes.provider:ShapesGenEvalProvider",
         version="shapes-geneval/1",
         higher_is_better=True,
         nominal_range=(0.0, 1.0),

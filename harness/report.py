@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.aggregate import compare_metric
-from harness.rundir import RunDir, read_jsonl
 from paintbench.errors import UserError
+from paintbench.harness.aggregate import compare_metric
+from paintbench.harness.rundir import RunDir, read_jsonl
 
 
 def load_results(run: str | Path) -> dict[str, Any]:

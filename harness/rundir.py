@@ -217,6 +217,14 @@ class RunDir:
     def scores_done(self, metric: str) -> tuple[dict[Key, dict[str, Any]], list[str]]:
         return self._collect(self.scores_path(metric), f"scores.{metric}.rank*.jsonl")
 
+    def generation_failures(self) -> list[dict[str, Any]]:
+        """Samples the generator could not produce (or a folder could not bring), with the reason:
+        `{"prompt_id", "sample_index", "error"}`; retried on the next run."""
+        out: list[dict[str, Any]] = []
+        for f in sorted(self.root.glob("parts/generation_failures.rank*.jsonl")):
+            out += read_jsonl(f)[0]
+        return out
+
     def drop_scores(self, metric: str) -> None:
         """Forget every score of `metric` (for --rescore)."""
         self.scores_path(metric).unlink(missing_ok=True)

@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from metrics.weights import sha256_file
 from paintbench.errors import UserError
+from paintbench.metrics.weights import sha256_file
 
 SHIPPED = Path(__file__).parent / "suites"
 ENV_DATA = "PAINTBENCH_DATA"
@@ -36,12 +36,21 @@ AGGREGATIONS = ("mean", "macro")
 
 @dataclass(frozen=True)
 class PromptItem:
-    """One prompt of a suite. `id` is stable across runs and machines (it keys seeds and resume)."""
+    """One prompt of a suite. `id` is stable across runs and machines (it keys seeds and resume).
+
+    `files` lists images that already exist for this prompt (a suite read from a user's folder: the
+    front ends of `paintbench geneval`, `dpg eval` and `score`); such an item has exactly that many
+    samples, and the `folder` generator with `layout: listed` brings them. `prompt` is None when a
+    folder gave no prompt for an image (metrics that need one then list that sample as failed)."""
 
     id: str
-    prompt: str
+    prompt: str | None
     category: str | None = None
     metadata: dict[str, Any] | None = None
+    files: tuple[str, ...] = ()
+
+    def n_samples(self, images_per_prompt: int) -> int:
+        return len(self.files) if self.files else images_per_prompt
 
 
 @dataclass(frozen=True)
@@ -82,8 +91,14 @@ class Suite:
         definition = {k: v for k, v in self.to_dict().items() if k != "path"}
         h.update(json.dumps(definition, sort_keys=True).encode())
         for it in self.items:
-            h.update(json.dumps([it.id, it.prompt, it.category, it.metadata], sort_keys=True).encode())
+            fields = [it.id, it.prompt, it.category, it.metadata] + ([list(it.files)] if it.files else [])
+            h.update(json.dumps(fields, sort_keys=True).encode())
         return h.hexdigest()
+
+    def n_samples(self, items: list[PromptItem] | None = None, images_per_prompt: int | None = None) -> int:
+        """How many samples the run of `items` (default: all) has."""
+        ipp = images_per_prompt or self.images_per_prompt
+        return sum(it.n_samples(ipp) for it in (self.items if items is None else items))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -224,8 +239,11 @@ def load_prompts(suite: Suite) -> list[PromptItem]:
     src = suite.prompts
     fmt = src["format"]
     if fmt == "builtin":
-        module, _, attr = src["function"].partition(":")
-        records = getattr(importlib.import_module(module), attr)(**(src.get("args") or {}))
+        fn = builtin_prompt_function(str(src.get("function")), suite.path or suite.name)
+        args = src.get("args") or {}
+        if not isinstance(args, dict):
+            raise UserError(f"{suite.path or suite.name}: prompts.args must be a mapping")
+        records = fn(**args)
         return [_geneval_item(i, r) for i, r in enumerate(records)]
     path = fetch_source(src, suite.name)
     if fmt == "geneval-metadata":
@@ -248,6 +266,27 @@ def load_prompts(suite: Suite) -> list[PromptItem]:
             items += [PromptItem(id=f"{style}/{j:05d}", prompt=str(p), category=style) for j, p in enumerate(prompts)]
         return items
     raise UserError(f"suite {suite.name}: unknown prompt format {fmt!r}")
+
+
+# Prompt generators a suite file may name (`prompts: {format: builtin, function: NAME}`). A suite file is
+# data: the name is looked up here or among installed plugins' `paintbench.prompts` entry points, never
+# imported from a module path written in the file (which would let a downloaded suite run any code).
+BUILTIN_PROMPTS: dict[str, str] = {"shapes": "paintbench.harness.shapes.prompts:make_prompts"}
+PROMPTS_ENTRY_POINTS = "paintbench.prompts"
+
+
+def builtin_prompt_function(name: str, where: object) -> Any:
+    from importlib.metadata import entry_points
+
+    if name in BUILTIN_PROMPTS:
+        module, _, attr = BUILTIN_PROMPTS[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+    for ep in entry_points(group=PROMPTS_ENTRY_POINTS):
+        if ep.name == name:
+            return ep.load()
+    known = sorted({*BUILTIN_PROMPTS, *(ep.name for ep in entry_points(group=PROMPTS_ENTRY_POINTS))})
+    raise UserError(f"{where}: unknown built-in prompt function {name!r}; suite files name one of "
+                    f"{', '.join(known)} (a package adds its own through the {PROMPTS_ENTRY_POINTS!r} entry point)")
 
 
 def _geneval_item(i: int, rec: dict[str, Any]) -> PromptItem:

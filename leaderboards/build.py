@@ -40,10 +40,11 @@ from typing import Any
 
 import jinja2
 
-from harness.aggregate import compare_metric
-from leaderboards import exports, gallery, plots, tables
-from leaderboards.layouts import display_format
-from leaderboards.model import (
+from paintbench.errors import UserError
+from paintbench.harness.aggregate import compare_metric
+from paintbench.leaderboards import exports, gallery, plots, tables
+from paintbench.leaderboards.layouts import display_format
+from paintbench.leaderboards.model import (
     Run,
     TrainLog,
     dedupe_names,
@@ -53,8 +54,7 @@ from leaderboards.model import (
     load_train_log,
     slugify,
 )
-from leaderboards.thumbs import ImageRef, ImageStore, file_sha256, image_size
-from paintbench.errors import UserError
+from paintbench.leaderboards.thumbs import ImageRef, ImageStore, file_sha256, image_size
 
 HERE = Path(__file__).parent
 CACHE_VERSION = 1

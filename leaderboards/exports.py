@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from leaderboards.model import is_number
-from leaderboards.tables import Column, Table
+from paintbench.leaderboards.model import is_number
+from paintbench.leaderboards.tables import Column, Table
 
 FORMATS = ("csv", "json", "tex")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

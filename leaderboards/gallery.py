@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from leaderboards.layouts import metric_format
-from leaderboards.model import Run, Sample, TrainLog, is_number
-from leaderboards.thumbs import Published
+from paintbench.leaderboards.layouts import metric_format
+from paintbench.leaderboards.model import Run, Sample, TrainLog, is_number
+from paintbench.leaderboards.thumbs import Published
 
 
 def _box(values: Any) -> tuple[float, float, float, float] | None:

@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
-from harness.rundir import RunDir, read_jsonl
 from paintbench.errors import UserError
+from paintbench.harness.rundir import RunDir, read_jsonl
 
 Key = tuple[str, int]
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from leaderboards.layouts import Layout, category_lookup, display_format, layout_for, metric_format
-from leaderboards.model import Run, TrainLog, is_number
+from paintbench.leaderboards.layouts import Layout, category_lookup, display_format, layout_for, metric_format
+from paintbench.leaderboards.model import Run, TrainLog, is_number
 
 #: (run_a, run_b, metric) -> harness.aggregate.compare_metric's dict (b − a) on shared prompts, or None
 Paired = Callable[[Run, Run, str], dict[str, Any] | None]
@@ -102,7 +102,7 @@ class Table:
     rank_key: str | None = None  # the column the default order ranks by
 
     def __post_init__(self) -> None:  # ids name export files and anchors: keep them file-name-safe
-        from leaderboards.model import slugify
+        from paintbench.leaderboards.model import slugify
 
         self.id = slugify(self.id, limit=120)
 
@@ -114,7 +114,7 @@ class Table:
 def higher_is_better(metric: str) -> bool:
     """The metric's direction from the registry; unknown metrics count as higher-is-better."""
     try:
-        import metrics
+        from paintbench import metrics
 
         return bool(metrics.spec(metric).higher_is_better)
     except Exception:
@@ -547,6 +547,6 @@ def stage_table(log: TrainLog) -> Table | None:
 
 
 def _id(text: str) -> str:
-    from leaderboards.model import slugify
+    from paintbench.leaderboards.model import slugify
 
     return slugify(text, limit=60)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from metrics.registry import ProviderSpec, UnknownMetricError, available, get, register, spec
+from paintbench.metrics.registry import ProviderSpec, UnknownMetricError, available, get, register, spec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from metrics.base import Provider, Scores
-    from metrics.images import BadImageError, ImageBatch
-    from metrics.weights import MissingWeightsError
+    from paintbench.metrics.base import Provider, Scores
+    from paintbench.metrics.images import BadImageError, ImageBatch
+    from paintbench.metrics.weights import MissingWeightsError
 
 __all__ = [
     "BadImageError",
@@ -31,11 +31,11 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Provider": "metrics.base",
-    "Scores": "metrics.base",
-    "BadImageError": "metrics.images",
-    "ImageBatch": "metrics.images",
-    "MissingWeightsError": "metrics.weights",
+    "Provider": "paintbench.metrics.base",
+    "Scores": "paintbench.metrics.base",
+    "BadImageError": "paintbench.metrics.images",
+    "ImageBatch": "paintbench.metrics.images",
+    "MissingWeightsError": "paintbench.metrics.weights",
 }
 
 

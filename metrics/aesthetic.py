@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from metrics import backbones
-from metrics import weights as wts
-from metrics.base import Provider, Scores
-from metrics.heads import HEAD_LINEAR_INDICES, HEAD_WIDTHS, LinearMLPHead
-from metrics.images import ImageBatch, as_image_batch
-from metrics.preprocess import clip_pil_batch, clip_tensor
+from paintbench.metrics import backbones
+from paintbench.metrics import weights as wts
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.heads import HEAD_LINEAR_INDICES, HEAD_WIDTHS, LinearMLPHead
+from paintbench.metrics.images import ImageBatch, as_image_batch
+from paintbench.metrics.preprocess import clip_pil_batch, clip_tensor
 
 HEAD_WEIGHT = "aesthetic-head"
 CLIP_WEIGHT = "clip-vit-l-14"
@@ -307,7 +307,7 @@ def head_fill(key: str, in_features: int) -> dict[str, Any]:
 
 def random_head_state_dict(input_dim: int, seed: int) -> OrderedDict[str, torch.Tensor]:
     """A float32 head state dict in the official layout, filled by the fixture rule."""
-    from metrics.synthetic import make_tensor
+    from paintbench.metrics.synthetic import make_tensor
 
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     width_in = input_dim
@@ -321,7 +321,7 @@ def random_head_state_dict(input_dim: int, seed: int) -> OrderedDict[str, torch.
 
 def random_openai_clip_state_dict(config: Mapping[str, int], seed: int) -> OrderedDict[str, torch.Tensor]:
     """An OpenAI-layout CLIP state dict with every float tensor stored float16, as OpenAI's files."""
-    from metrics.synthetic import make_tensor
+    from paintbench.metrics.synthetic import make_tensor
 
     return OrderedDict(
         (k, make_tensor(k, s, clip_fill(k), "float16", seed)) for k, s in openai_clip_shapes(**config).items()

@@ -33,7 +33,7 @@ def openai_clip(path: str | Path, device: torch.device | str, dtype: torch.dtype
 def _build_openai_clip(path: Path) -> torch.nn.Module:
     from open_clip.model import build_model_from_openai_state_dict
 
-    from metrics.weights import load_state_dict
+    from paintbench.metrics.weights import load_state_dict
 
     sd = load_state_dict(path)
     if "visual.proj" not in sd or "text_projection" not in sd:

@@ -9,16 +9,18 @@ through PIL). Everything a report needs beyond the number goes into `Scores.deta
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
-from metrics.images import ImageBatch, as_image_batch
-from metrics.registry import ProviderSpec
-from metrics.registry import spec as registry_spec
+from paintbench.metrics.images import ImageBatch, as_image_batch, load_image
+from paintbench.metrics.registry import ProviderSpec
+from paintbench.metrics.registry import spec as registry_spec
 
 
 @dataclass
@@ -74,6 +76,12 @@ class Provider(ABC):
         if batch_size < 1:
             raise ValueError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
+
+    def decode(self, path: str | os.PathLike[str]) -> Image.Image:
+        """Read one image file as this metric's official code does (the run engine decodes the next
+        batch with it on a thread pool while the device scores this one). A file that cannot be used
+        raises `BadImageError` naming it."""
+        return load_image(path, name=str(path))
 
     # -- declared facts, read from the registry so they are stated exactly once --------------------
     @property

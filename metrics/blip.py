@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metrics.heads import LinearMLPHead
+from paintbench.metrics.heads import LinearMLPHead
 
 
 @dataclass(frozen=True)

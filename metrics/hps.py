@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as torch_f
 from torch import nn
 
-from metrics.base import Provider, Scores
-from metrics.images import ImageBatch, as_image_batch, pil_to_tensor
-from metrics.preprocess import normalize
-from metrics.weights import CATALOG, fingerprint, load_state_dict, pick
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.images import ImageBatch, as_image_batch, pil_to_tensor
+from paintbench.metrics.preprocess import normalize
+from paintbench.metrics.weights import CATALOG, fingerprint, load_state_dict, pick
 
 IMAGE_SIZE = 224
 CONTEXT_LENGTH = 77
@@ -466,7 +466,7 @@ _TINY_SEED_OFFSET = {"hps-v2": 0, "hps-v2.1": 1}  # different weights per versio
 def tiny_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random float16 weights of the tiny architecture (LayerNorm weights around 1, logit_scale as
     CLIP initialises it), rounded to fp16 as in the released `*_compressed.pt` files."""
-    from metrics.synthetic import random_state_dict
+    from paintbench.metrics.synthetic import random_state_dict
 
     shapes, norms = _arch_layout(TINY_ARCH)
     sd = random_state_dict(dict(shapes), seed, norm_keys=norms)
@@ -481,7 +481,7 @@ def write_tiny_weights(directory: str | os.PathLike[str], *, seed: int = 0, metr
     The two versions get different random weights for the same `seed` (internal seed `2*seed` for
     v2.0, `2*seed + 1` for v2.1), so a provider that loaded the other version's file would show it.
     """
-    from metrics.registry import spec
+    from paintbench.metrics.registry import spec
 
     name = spec(metric).name
     if name not in VERSIONS:

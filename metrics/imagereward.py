@@ -39,12 +39,13 @@ from typing import Any
 
 import torch
 
-from metrics import weights as wts
-from metrics.base import Provider, Scores
-from metrics.blip import ImageRewardNet, TextConfig, VisionConfig
-from metrics.heads import head_shapes
-from metrics.images import ImageBatch, as_image_batch
-from metrics.preprocess import clip_pil, clip_tensor
+from paintbench.errors import InputError
+from paintbench.metrics import weights as wts
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.blip import ImageRewardNet, TextConfig, VisionConfig
+from paintbench.metrics.heads import head_shapes
+from paintbench.metrics.images import ImageBatch, as_image_batch
+from paintbench.metrics.preprocess import clip_pil, clip_tensor
 
 CHECKPOINT_WEIGHT = "imagereward"
 MED_CONFIG_WEIGHT = "imagereward-med-config"
@@ -90,7 +91,7 @@ UNUSED_PREFIXES = ("blip.vision_proj.", "blip.text_proj.", "blip.itm_head.", "bl
 OPTIONAL_KEYS = ("text.embeddings.position_ids",)  # a buffer equal to arange; rebuilt when absent
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """`ImageReward.pt` does not match the architecture; the message lists every offending key."""
 
 
@@ -495,7 +496,7 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "i
     `bert-base-uncased/` tokenizer folder, so `metrics.get("imagereward", weights_dir=directory)` runs
     the real loading and scoring code at toy size (ViT width 128 / depth 2 at 64 px, BERT 64 / 2 layers).
     Scores are meaningless; they only exercise the code."""
-    from metrics.synthetic import make_tensor
+    from paintbench.metrics.synthetic import make_tensor
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

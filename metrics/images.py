@@ -30,10 +30,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from paintbench.errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """An input image that cannot be used; the message names the sample."""
 
 

@@ -14,6 +14,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from paintbench.errors import UnknownNameError
+
 
 @dataclass(frozen=True)
 class ProviderSpec:
@@ -109,7 +111,7 @@ def get(name: str, **kwargs: Any):
     return cls(**kwargs)
 
 
-class UnknownMetricError(KeyError):
+class UnknownMetricError(UnknownNameError):
     def __init__(self, name: str) -> None:
         choices = sorted(set(_REGISTRY) | set(_ALIASES))
         close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
@@ -124,7 +126,7 @@ class UnknownMetricError(KeyError):
 # -- the built-in providers -------------------------------------------------------------------------
 register(ProviderSpec(
     name="aesthetic",
-    target="metrics.aesthetic:AestheticProvider",
+    target="paintbench.metrics.aesthetic:AestheticProvider",
     version="laion-aesthetic-v2/1",
     higher_is_better=True,
     nominal_range=(1.0, 10.0),
@@ -134,7 +136,7 @@ register(ProviderSpec(
 ))
 register(ProviderSpec(
     name="imagereward",
-    target="metrics.imagereward:ImageRewardProvider",
+    target="paintbench.metrics.imagereward:ImageRewardProvider",
     version="imagereward-v1.0/1",
     higher_is_better=True,
     nominal_range=(-2.5, 2.5),
@@ -143,7 +145,7 @@ register(ProviderSpec(
 ))
 register(ProviderSpec(
     name="hps-v2",
-    target="metrics.hps:HPSv2Provider",
+    target="paintbench.metrics.hps:HPSv2Provider",
     version="hps-v2.0/1",
     higher_is_better=True,
     nominal_range=(0.0, 0.4),
@@ -153,7 +155,7 @@ register(ProviderSpec(
 ))
 register(ProviderSpec(
     name="hps-v2.1",
-    target="metrics.hps:HPSv21Provider",
+    target="paintbench.metrics.hps:HPSv21Provider",
     version="hps-v2.1/1",
     higher_is_better=True,
     nominal_range=(0.0, 0.4),
@@ -163,7 +165,7 @@ register(ProviderSpec(
 ))
 register(ProviderSpec(
     name="geneval",
-    target="metrics.geneval.provider:GenEvalProvider",
+    target="paintbench.metrics.geneval.provider:GenEvalProvider",
     version="geneval-1.0/1",
     higher_is_better=True,
     nominal_range=(0.0, 1.0),
@@ -173,7 +175,7 @@ register(ProviderSpec(
 ))
 register(ProviderSpec(
     name="dpg",
-    target="metrics.dpg.provider:DPGProvider",
+    target="paintbench.metrics.dpg.provider:DPGProvider",
     version="dpg-bench/1",
     higher_is_better=True,
     nominal_range=(0.0, 1.0),

@@ -69,18 +69,18 @@ def build_state_dict(entries: list[Mapping[str, Any]], seed: int, *, expected_di
 
 # -- tiny checkpoints in official formats ---------------------------------------------------------
 TINY_WRITERS = {
-    "aesthetic": "metrics.aesthetic:write_tiny_weights",
-    "imagereward": "metrics.imagereward:write_tiny_weights",
-    "hps-v2": "metrics.hps:write_tiny_weights",
-    "hps-v2.1": "metrics.hps:write_tiny_weights",
-    "geneval": "metrics.geneval.provider:write_tiny_weights",
-    "dpg": "metrics.dpg.mplug:write_tiny_weights",
+    "aesthetic": "paintbench.metrics.aesthetic:write_tiny_weights",
+    "imagereward": "paintbench.metrics.imagereward:write_tiny_weights",
+    "hps-v2": "paintbench.metrics.hps:write_tiny_weights",
+    "hps-v2.1": "paintbench.metrics.hps:write_tiny_weights",
+    "geneval": "paintbench.metrics.geneval.provider:write_tiny_weights",
+    "dpg": "paintbench.metrics.dpg.mplug:write_tiny_weights",
 }
 
 
 def write_tiny_weights(metric: str, directory: str | Path, *, seed: int = 0) -> list[Path]:
     """Write random tiny checkpoints for `metric` into `directory` under the official file names."""
-    from metrics.registry import spec
+    from paintbench.metrics.registry import spec
 
     name = spec(metric).name
     try:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paintbench.errors import MissingFileError
+
 ENV_WEIGHTS_DIR = "PAINTBENCH_WEIGHTS"
 
 
@@ -157,7 +159,7 @@ def register_weight(spec: WeightSpec, *, replace: bool = False) -> None:
     CATALOG[spec.name] = spec
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(MissingFileError):
     """A weight file was not found anywhere; the message says where we looked and how to fetch it."""
 
     def __init__(self, spec: WeightSpec, searched: list[str]) -> None:

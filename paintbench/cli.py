@@ -7,7 +7,9 @@ runs, so `paintbench metrics` starts fast and never loads model code.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark text-to-image models with official-parity metrics.",
     )
     parser.add_argument("--version", action="version", version=f"paintbench {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of every error (also PAINTBENCH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in COMMANDS.items():
@@ -56,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(args._module)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("PAINTBENCH_DEBUG", "") not in ("", "0")
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
@@ -63,12 +68,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `paintbench results ... | head`
         return 0
-    except (UserError, OSError, KeyError, ValueError) as e:
-        # Missing weights, unknown metric names, bad files: one line naming the problem, no traceback.
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except Exception as e:
+        message = user_message(e)
+        if message is None or debug:
+            raise  # a bug (ours or in the user's own code): the traceback is the report
         print(f"paintbench {args.command}: error: {message}", file=sys.stderr)
         return 2
 
+
+# The machine, not the code, is at fault: disk full, no permission, read-only file system.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def user_message(e: BaseException) -> str | None:
+    """The one line to print for an error the user can fix from its message, or None for a bug.
+
+    `UserError` (and the domain errors that subclass it) always; an `OSError` only when the machine is
+    the cause (disk full, permissions), since a missing file deep inside the code is a bug to report."""
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _ENVIRONMENT_ERRNOS:
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    return None
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

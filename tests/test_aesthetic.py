@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-import metrics
-from metrics import backbones
-from metrics.aesthetic import (
+from paintbench import metrics
+from paintbench.metrics import backbones
+from paintbench.metrics.aesthetic import (
     TINY_CLIP,
     AestheticProvider,
     l2_normalize,
@@ -29,9 +29,9 @@ from metrics.aesthetic import (
     random_openai_clip_state_dict,
     write_tiny_weights,
 )
-from metrics.images import ImageBatch, as_image_batch, pil_to_tensor
-from metrics.synthetic import build_state_dict, tensor_sha256
-from metrics.weights import MissingWeightsError, load_state_dict
+from paintbench.metrics.images import ImageBatch, as_image_batch, pil_to_tensor
+from paintbench.metrics.synthetic import build_state_dict, tensor_sha256
+from paintbench.metrics.weights import MissingWeightsError, load_state_dict
 
 import shared_data as sd
 
@@ -259,7 +259,7 @@ def test_tiny_weights_round_trip(tiny_weights_dir, tmp_path):
     assert len(set(scores.tolist())) == 4  # random weights still tell images apart
 
     # The same seed through the generic dispatcher writes the same tensors; another seed does not.
-    from metrics.synthetic import write_tiny_weights as dispatch
+    from paintbench.metrics.synthetic import write_tiny_weights as dispatch
 
     again = dispatch("aesthetic", tmp_path / "again", seed=0)
     assert sorted(p.name for p in again) == sorted(["ViT-L-14.pt", "sac+logos+ava1-l14-linearMSE.pth"])
@@ -279,7 +279,7 @@ def test_shared_backbone_is_the_same_object(tiny_provider, tiny_fixture_files):
 
 
 def test_provenance_records_weights(tiny_provider, tiny_fixture_files):
-    from metrics.weights import sha256_file
+    from paintbench.metrics.weights import sha256_file
 
     prov = tiny_provider.provenance()
     assert prov["metric"] == "aesthetic" and prov["version"] == tiny_provider.spec.version

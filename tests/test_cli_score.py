@@ -98,7 +98,7 @@ def test_score_folder_with_one_bad_file(tmp_path, tiny_weights):
 
 
 def test_score_jsonl_input_matches_python_api(tmp_path, tiny_weights):
-    import metrics
+    from paintbench import metrics
 
     imgs = _images(tmp_path / "imgs", n=3)
     lines = [{"image": f"imgs/{p.name}", "prompt": f"a photo number {i}"} for i, p in enumerate(imgs)]
@@ -155,7 +155,7 @@ def test_weights_list_and_path(tiny_weights):
 
 def test_score_with_fixture_checkpoints_reproduces_official_numbers(tmp_path):
     """The CLI on the official-parity synthetic weights gives the official implementations' scores."""
-    from metrics.synthetic import build_state_dict
+    from paintbench.metrics.synthetic import build_state_dict
 
     expected = sd.preference_expected()
     weights = tmp_path / "w"

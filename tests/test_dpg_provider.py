@@ -14,9 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-import metrics
-from metrics.dpg import DPGError, load_answers, load_questions, rescore, score_item
-from metrics.dpg.grid import (
+from paintbench import metrics
+from paintbench.commands import dpg as dpg_cmd
+from paintbench.errors import UserError
+from paintbench.metrics.dpg import DPGError, load_answers, load_questions, rescore, score_item
+from paintbench.metrics.dpg.grid import (
     GridError,
     grid_resolution,
     image_key,
@@ -25,10 +27,7 @@ from metrics.dpg.grid import (
     split_grid_tensor,
     tile_boxes,
 )
-from metrics.dpg.mplug import MPLUG_FOLDER, write_tiny_mplug
-from metrics.dpg.run import evaluate_folder
-from paintbench.commands import dpg as dpg_cmd
-from paintbench.errors import UserError
+from paintbench.metrics.dpg.mplug import MPLUG_FOLDER, write_tiny_mplug
 
 R = 24  # tile size; grids are 48 x 48, each tile is resized to the tiny model's 32 x 32
 
@@ -243,22 +242,47 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _eval(csv_path, images, out, weights_dir, *extra: str) -> tuple[int, dict]:
+    code = dpg_cmd.run(_parse(["eval", "--questions", str(csv_path), "--images", str(images), "--resolution", str(R),
+                               "--weights-dir", str(weights_dir), "--device", "cpu", "--out", str(out),
+                               "--no-progress", "--vqa-mode", "reference", *extra]))
+    return code, json.loads((out / "summary.json").read_text())
+
+
+def _count_scored(monkeypatch) -> list[int]:
+    from paintbench.harness import evaluate
+
+    calls: list[int] = []
+    real = evaluate._score_batch
+
+    def counting(provider, batch, decoded, meta):
+        calls.append(len(batch))
+        return real(provider, batch, decoded, meta)
+
+    monkeypatch.setattr(evaluate, "_score_batch", counting)
+    return calls
+
+
 def test_folder_of_grids_to_answers_to_scores_and_rescore_reproduces_them(weights_dir, csv_path, tmp_path):
     images = _image_folder(tmp_path)
     out = tmp_path / "out"
-    s = evaluate_folder(csv_path, images, R, out=out, weights_dir=weights_dir, vqa_mode="reference", log=lambda m: None)
+    code, s = _eval(csv_path, images, out, weights_dir)
+    assert code == dpg_cmd.EXIT_SOME_FAILED
     # every item of the (official-reader) table is scored or listed as failed
     assert s["n_items"] == 5 and s["n_scored"] + s["n_failed"] == 5
     assert set(s["prompt_scores"]) == {"item_a", "item_b"}
     assert s["failed"]["item_c"] == "no image in the folder"
     assert "expected 48x48" in s["failed"]["item_e"] and "first '.'" in s["failed"]["item.d"]
     assert set(s["images"]["extra"]) == {"item.d.png", "zzz.png", "readme.txt"}
-    assert s["questions_asked"] == 4 * 4 + 4 * 3 and s["label"] == "dpg" and s["backend"] == "mplug"
+    assert s["questions_answered"] == 4 * 4 + 4 * 3 and s["label"] == "dpg" and s["backend"] == "mplug"
     answers = load_answers(out / "answers.json")
     assert set(answers) == {"item_a", "item_b"} and all(len(t) == 4 for t in answers.values())
     meta = json.loads((out / "answers.meta.json").read_text())
     assert meta["backend"] == "mplug" and meta["vqa_mode"] == "reference" and meta["resolution"] == R
     assert "DPG-Bench (official mode" in (out / "results.txt").read_text()
+    # the same numbers as the run engine's own records (one engine, one set of scores)
+    engine = {r["prompt_id"]: r["value"] for r in map(json.loads, (out / "scores" / "dpg.jsonl").read_text().splitlines())}
+    assert engine == pytest.approx(s["prompt_scores"], abs=1e-12)
 
     # paintbench dpg rescore: same numbers from the saved answers alone
     rescored = tmp_path / "rescore.json"
@@ -273,25 +297,25 @@ def test_folder_of_grids_to_answers_to_scores_and_rescore_reproduces_them(weight
     assert fixed["mode"] == "fixed" and set(fixed["prompt_scores"]) == {"item_a", "item_b"}
 
 
-def test_folder_run_resumes_and_refuses_mixed_settings(weights_dir, csv_path, tmp_path):
+def test_folder_run_resumes_and_refuses_mixed_settings(weights_dir, csv_path, tmp_path, monkeypatch):
     images = _image_folder(tmp_path)
     out = tmp_path / "out"
-    first = evaluate_folder(csv_path, images, R, out=out, weights_dir=weights_dir, vqa_mode="reference",
-                            log=lambda m: None)
-    again = evaluate_folder(csv_path, images, R, out=out, weights_dir=weights_dir, vqa_mode="reference",
-                            log=lambda m: None)
-    assert again["questions_asked"] == 0 and again["dpg"] == first["dpg"]
-    data = json.loads((out / "answers.json").read_text())
-    removed = data["item_b"][2].pop("Is the dog big?")
-    (out / "answers.json").write_text(json.dumps(data))
-    third = evaluate_folder(csv_path, images, R, out=out, weights_dir=weights_dir, vqa_mode="reference",
-                            log=lambda m: None)
-    assert third["questions_asked"] == 1 and load_answers(out / "answers.json")["item_b"][2]["Is the dog big?"] == removed
-    assert third["dpg"] == first["dpg"]
-    with pytest.raises(DPGError, match=r"other settings \(pic_num: saved 4, now 2"):
-        evaluate_folder(csv_path, images, R, out=out, pic_num=2, weights_dir=weights_dir, vqa_mode="reference")
-    with pytest.raises(DPGError, match="vqa_mode: saved 'reference', now 'fast'"):
-        evaluate_folder(csv_path, images, R, out=out, weights_dir=weights_dir, vqa_mode="fast")
+    _, first = _eval(csv_path, images, out, weights_dir)
+    with monkeypatch.context() as mp:
+        calls = _count_scored(mp)
+        _, again = _eval(csv_path, images, out, weights_dir)
+    assert calls == [] and again["dpg"] == first["dpg"]  # nothing asked twice
+    scores = out / "scores" / "dpg.jsonl"
+    kept = [x for x in scores.read_text().splitlines() if json.loads(x)["prompt_id"] != "item_b"]
+    scores.write_text("\n".join(kept) + "\n")  # as if the run had stopped before item_b
+    with monkeypatch.context() as mp:
+        calls = _count_scored(mp)
+        _, third = _eval(csv_path, images, out, weights_dir)
+    assert calls == [1] and third["dpg"] == first["dpg"] and third["prompt_scores"] == first["prompt_scores"]
+    with pytest.raises(UserError, match=r"other settings \(options\.pic_num: 4 -> 2"):
+        _eval(csv_path, images, out, weights_dir, "--pic-num", "2")
+    with pytest.raises(UserError, match=r"options\.vqa_mode: 'reference' -> 'fast'"):
+        _eval(csv_path, images, out, weights_dir, "--vqa-mode", "fast")
 
 
 def test_dpg_eval_command(weights_dir, csv_path, tmp_path, capsys):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from metrics.dpg import (
+from paintbench.metrics.dpg import (
     DPGError,
     ItemScore,
     Question,

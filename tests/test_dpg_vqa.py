@@ -23,7 +23,7 @@ import torch
 import yaml
 from PIL import Image
 
-from metrics.dpg.mplug import (
+from paintbench.metrics.dpg.mplug import (
     END_ID,
     START_ID,
     MPlugLoadError,
@@ -37,7 +37,7 @@ from metrics.dpg.mplug import (
     save_safetensors,
     write_tiny_mplug,
 )
-from metrics.dpg.vqa import (
+from paintbench.metrics.dpg.vqa import (
     BACKENDS,
     VQAWeightsError,
     label,
@@ -496,8 +496,8 @@ def test_backend_labels_keep_alternatives_apart():
 
 
 def test_mplug_backend_resolves_the_weights_dir(tiny_dir, tmp_path):
-    from metrics.dpg.mplug import MPLUG_FOLDER
-    from metrics.weights import MissingWeightsError
+    from paintbench.metrics.dpg.mplug import MPLUG_FOLDER
+    from paintbench.metrics.weights import MissingWeightsError
 
     with pytest.raises(MissingWeightsError, match=MPLUG_FOLDER):
         make_backend("mplug", weights_dir=tmp_path)
@@ -528,7 +528,7 @@ def test_yes_no_reduction_of_chat_replies():
 def test_blip_vqa_backend_on_a_tiny_random_model(tmp_path):
     """BlipForQuestionAnswering from a local folder (tiny random config + a tiny BERT vocab)."""
     transformers = pytest.importorskip("transformers")
-    from metrics.dpg.mplug import tiny_vocab
+    from paintbench.metrics.dpg.mplug import tiny_vocab
 
     folder = tmp_path / "blip"
     folder.mkdir()
@@ -662,7 +662,7 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
 def _fixture_model_dir() -> Path:
     """A model folder: the fixture's configs (+ vocab) and the checkpoint rebuilt from its manifest
     (cached by digest, as the other full-size fixtures are)."""
-    from metrics.synthetic import build_state_dict
+    from paintbench.metrics.synthetic import build_state_dict
     from tests.shared_data import cache_dir, cached_file
 
     cfg = _find("config.yaml")
@@ -728,8 +728,8 @@ def test_mplug_fixture_tokens():
 
 @pytest.mark.slow
 def test_mplug_fixture_pixels():
-    from metrics.dpg.mplug import read_settings
-    from metrics.synthetic import tensor_sha256
+    from paintbench.metrics.dpg.mplug import read_settings
+    from paintbench.metrics.synthetic import tensor_sha256
 
     res = read_settings(_fixture_model_dir()).image_res
     checked = 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metrics.geneval import detector as D
+from paintbench.metrics.geneval import detector as D
 from tests.shared_data import SHARED, require
 
 SCALE = (160, 96)  # a small resize target keeps the tiny model fast; the rules are the same

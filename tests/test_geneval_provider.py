@@ -12,17 +12,17 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from metrics.geneval import Detection, format_summary, judge, summarize
-from metrics.geneval import detector as D
-from metrics.geneval.colour import ColourClassifier, crop_pil, crop_tensor, pil_box
-from metrics.geneval.layout import scan
-from metrics.geneval.provider import (
+from paintbench.commands import geneval as geneval_cmd
+from paintbench.errors import UserError
+from paintbench.metrics.geneval import Detection, format_summary, judge, summarize
+from paintbench.metrics.geneval import detector as D
+from paintbench.metrics.geneval.colour import ColourClassifier, crop_pil, crop_tensor, pil_box
+from paintbench.metrics.geneval.layout import scan
+from paintbench.metrics.geneval.provider import (
     OFFICIAL_DETECTOR_FILE,
     GenEvalProvider,
     write_tiny_weights,
 )
-from metrics.geneval.run import evaluate_folder, read_results
-from paintbench.commands import geneval as geneval_cmd
 from tests.shared_data import SHARED, require
 
 SCALE = (160, 96)
@@ -159,8 +159,8 @@ def test_provider_needs_valid_metadata(provider, prompts):
 
 
 def test_registry_and_tiny_writer(tmp_path, weights):
-    import metrics
-    from metrics.synthetic import write_tiny_weights as write_any
+    from paintbench import metrics
+    from paintbench.metrics.synthetic import write_tiny_weights as write_any
 
     files = write_any("geneval", tmp_path)
     assert {f.name for f in files} == {OFFICIAL_DETECTOR_FILE, "ViT-L-14.pt"}
@@ -171,7 +171,7 @@ def test_registry_and_tiny_writer(tmp_path, weights):
 
 
 # --------------------------------------------------------------------------------------------- layout
-def test_layout_reports_every_bad_input_by_name(tmp_path, provider, prompts):
+def test_layout_reports_every_bad_input_by_name(tmp_path, weights, prompts):
     root = write_layout(tmp_path / "imgs", prompts[:2], n_images=4)
     # 00002: three images, one of them a different size; a JPEG and a misnamed PNG next to them
     write_layout(tmp_path / "tmp3", [prompts[0]], n_images=3)
@@ -210,12 +210,15 @@ def test_layout_reports_every_bad_input_by_name(tmp_path, provider, prompts):
     has("error", root / "00006/samples", "0 images")
     assert len(layout.items) == 4 + 4 + 3  # folders 0, 1 (incl. the corrupt file) and 2
 
-    out = tmp_path / "results.jsonl"
-    result = evaluate_folder(root, out, provider, log=lambda m: None)
-    assert result.scored == 10 and not result.complete
-    assert [e["filename"] for e in result.errors] == [str(corrupt)]
-    assert str(corrupt) in result.errors[0]["error"]
-    assert result.summary["total_images"] == 10
+    status = _cli([str(root), "--out", str(tmp_path / "run"), "--weights-dir", str(weights["dir"]), "--scale",
+                   "160,96", "--device", "cpu", "--no-progress"])
+    assert status == geneval_cmd.EXIT_SOME_FAILED
+    records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 11  # every image of the usable folders has a line, scored or not
+    failed = [r for r in records if "error" in r]
+    assert [r["filename"] for r in failed] == [str(corrupt)] and str(corrupt) in failed[0]["error"]
+    assert sum("correct" in r for r in records) == 10
+    assert summarize([r for r in records if "correct" in r])["total_images"] == 10
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -225,33 +228,53 @@ def _cli(argv: list[str]) -> int:
     return geneval_cmd.run(parser.parse_args(argv))
 
 
-def test_end_to_end_official_layout_interrupted_and_resumed(tmp_path, weights, provider, prompts, capsys):
+def _count_scored(monkeypatch, fail_after: int | None = None) -> list[int]:
+    """Count the samples the run engine scores; with `fail_after`, stop the run (as a kill would)
+    once that many batches were recorded."""
+    from paintbench.harness import evaluate
+
+    calls: list[int] = []
+    real = evaluate._score_batch
+
+    def counting(provider, batch, decoded, meta):
+        if fail_after is not None and len(calls) == fail_after:
+            raise KeyboardInterrupt
+        calls.append(len(batch))
+        return real(provider, batch, decoded, meta)
+
+    monkeypatch.setattr(evaluate, "_score_batch", counting)
+    return calls
+
+
+def test_end_to_end_official_layout_interrupted_and_resumed(tmp_path, weights, prompts, capsys, monkeypatch):
     root = write_layout(tmp_path / "imgs", prompts, n_images=4)
-    out = tmp_path / "results.jsonl"
-
-    class Interrupt(Exception):
-        pass
-
-    def stop(done):
-        raise Interrupt
-
-    with pytest.raises(Interrupt):  # killed after the first batch of 8 was written
-        evaluate_folder(root, out, provider, batch_size=8, log=lambda m: None, on_batch=stop)
-    first = out.read_text().splitlines()
+    run = tmp_path / "run"
+    argv = [str(root), "--out", str(run), "--weights-dir", str(weights["dir"]), "--scale", "160,96",
+            "--device", "cpu", "--batch-size", "8", "--no-progress"]
+    with monkeypatch.context() as mp:
+        _count_scored(mp, fail_after=1)
+        with pytest.raises(KeyboardInterrupt):  # stopped after the first batch of 8 was recorded
+            _cli(argv)
+    part = run / "parts" / "scores.geneval.rank00000.jsonl"
+    first = part.read_text().splitlines()
     assert len(first) == 8
     # a torn last line, as a kill in the middle of a write leaves it
-    out.write_text("\n".join(first[:7]) + "\n" + first[7][: len(first[7]) // 2])
+    part.write_text("\n".join(first[:7]) + "\n" + first[7][: len(first[7]) // 2])
+    capsys.readouterr()
 
-    argv = [str(root), "--out", str(out), "--weights-dir", str(weights["dir"]), "--scale", "160,96",
-            "--device", "cpu", "--batch-size", "8", "--no-progress"]
-    status = _cli(argv)
+    with monkeypatch.context() as mp:
+        calls = _count_scored(mp)
+        status = _cli(argv)
     printed = capsys.readouterr().out
     assert status == 0
+    assert sum(calls) == 17  # finished images were not redone; the torn one was
+    out = run / "results.jsonl"
     lines = out.read_text().splitlines()
-    assert lines[:7] == first[:7]  # finished images were not redone
-    assert len(lines) == 24  # 7 kept + 17 scored by the resume (the torn one again)
+    assert len(lines) == 24
     records = [json.loads(x) for x in lines]
     assert len({r["filename"] for r in records}) == 24
+    assert [json.loads(x)["prompt_id"] for x in (run / "scores" / "geneval.jsonl").read_text().splitlines()][:8] == \
+        ["00000"] * 4 + ["00001"] * 4  # merged in suite order
 
     # the official fields, as GenEval's results.jsonl has them
     rec = records[0]
@@ -268,7 +291,7 @@ def test_end_to_end_official_layout_interrupted_and_resumed(tmp_path, weights, p
         def colour_of(cls, det, r=r, ranks=ranks):
             return r["colours"][cls][ranks[id(det)][1]]
 
-        from metrics.geneval.rules import filter_detections
+        from paintbench.metrics.geneval.rules import filter_detections
 
         meta = json.loads(r["metadata"])
         for cls, lst in filter_detections(meta, dets).items():
@@ -282,19 +305,37 @@ def test_end_to_end_official_layout_interrupted_and_resumed(tmp_path, weights, p
     expected = format_summary(summarize(records))
     assert printed.startswith(expected)
     assert "Overall score (avg. over tasks):" in printed and "counting         = " in printed
+    # the engine's results.json agrees: GenEval's Overall is the macro mean over tasks
+    results = json.loads((run / "results.json").read_text())
+    assert results["metrics"]["geneval"]["value"] == pytest.approx(summarize(records)["overall"], abs=1e-12)
 
-    # running again does nothing new
-    assert _cli(argv) == 0
-    assert out.read_text().splitlines() == lines
+    # running again scores nothing and writes the same results
+    with monkeypatch.context() as mp:
+        calls = _count_scored(mp)
+        assert _cli(argv) == 0
+    assert calls == [] and out.read_text().splitlines() == lines
 
 
-def test_resume_with_other_settings_is_refused(tmp_path, weights, prompts):
+def test_resume_with_other_settings_is_refused(tmp_path, weights, prompts, monkeypatch):
     root = write_layout(tmp_path / "imgs", prompts[:1], n_images=1)
-    out = tmp_path / "r.jsonl"
-    base = [str(root), "--out", str(out), "--weights-dir", str(weights["dir"]), "--scale", "160,96",
+    run = tmp_path / "run"
+    base = [str(root), "--out", str(run), "--weights-dir", str(weights["dir"]), "--scale", "160,96",
             "--device", "cpu", "--no-progress"]
     assert _cli(base) == 0
-    with pytest.raises(ValueError, match="different settings"):
+    # refused before any model is loaded, although nothing is left to score
+    from paintbench.harness import evaluate
+
+    monkeypatch.setattr(evaluate, "_provider", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(UserError, match=r"other settings \(options\.options\.threshold: 0\.3 -> 0\.5"):
         _cli([*base, "--threshold", "0.5"])
+    monkeypatch.undo()
     assert _cli([*base, "--threshold", "0.5", "--overwrite"]) == 0
-    assert len(read_results(out)) == 1
+    lines = (run / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    assert "0.5" in (run / "scores" / "geneval.request.json").read_text()
+
+
+def test_an_output_file_for_out_is_refused(tmp_path, weights, prompts):
+    root = write_layout(tmp_path / "imgs", prompts[:1], n_images=1)
+    with pytest.raises(UserError, match="give a run directory"):
+        _cli([str(root), "--out", str(tmp_path / "results.jsonl"), "--weights-dir", str(weights["dir"])])

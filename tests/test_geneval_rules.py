@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from metrics.geneval import (
+from paintbench.metrics.geneval import (
     Detection,
     GenEvalOptions,
     box_iou,

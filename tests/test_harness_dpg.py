@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.evaluate import EvalConfig, run_eval
-from harness.rundir import read_jsonl
-from metrics.synthetic import write_tiny_weights
+from paintbench.harness.evaluate import EvalConfig, run_eval
+from paintbench.harness.rundir import read_jsonl
+from paintbench.metrics.synthetic import write_tiny_weights
 
 import shared_data as sd
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from harness.evaluate import EvalConfig, run_eval
-from harness.rundir import read_jsonl
+from paintbench.harness.evaluate import EvalConfig, run_eval
+from paintbench.harness.rundir import read_jsonl
 
 
 def _tiny_pipeline(path):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.evaluate import EvalConfig, run_eval
-from harness.rundir import read_jsonl
-from metrics.geneval.rules import GenEvalOptions
-from metrics.synthetic import write_tiny_weights
 from paintbench.cli import main
 from paintbench.commands import geneval as geneval_cmd
+from paintbench.harness.evaluate import EvalConfig, run_eval
+from paintbench.harness.rundir import read_jsonl
+from paintbench.metrics.geneval.rules import GenEvalOptions
+from paintbench.metrics.synthetic import write_tiny_weights
 
 import shared_data as sd
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.evaluate import EvalConfig, run_eval
-from harness.rundir import RunDir, read_jsonl
 from paintbench.errors import UserError
+from paintbench.harness.evaluate import EvalConfig, run_eval
+from paintbench.harness.rundir import RunDir, read_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,8 +173,8 @@ def test_folder_generator_reads_geneval_layout_and_reports_missing_images(tmp_pa
     # Write the oracle's images in GenEval's official folder layout, then benchmark that folder.
     from PIL import Image
 
-    from harness.shapes.generators import OracleGenerator
-    from harness.suite import load_suite
+    from paintbench.harness.shapes.generators import OracleGenerator
+    from paintbench.harness.suite import load_suite
 
     items = load_suite("shapes").items[:6]
     root = tmp_path / "geneval_layout"
@@ -243,7 +243,7 @@ def test_an_image_that_cannot_be_saved_is_a_clear_error_then_resumes(tmp_path):
 
 
 def test_rescore_keeps_old_scores_when_the_metric_cannot_load(tmp_path):
-    from metrics.synthetic import write_tiny_weights
+    from paintbench.metrics.synthetic import write_tiny_weights
 
     run, weights = tmp_path / "r", tmp_path / "w"
     write_tiny_weights("aesthetic", weights)
@@ -280,7 +280,7 @@ def test_a_run_that_failed_before_recording_anything_can_be_restarted_differentl
 
 
 def test_macro_overall_is_not_reported_when_a_category_has_no_score():
-    from harness.aggregate import aggregate_metric
+    from paintbench.harness.aggregate import aggregate_metric
 
     records = [{"prompt_id": "a", "value": 1.0}, {"prompt_id": "b", "value": None, "error": "x"}]
     res = aggregate_metric(records, {"a": "t1", "b": "t2"}, aggregation="macro", n_resamples=100)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from harness.suite import load_suite, parse_suite, suite_files
 from paintbench.errors import UserError
+from paintbench.harness.suite import load_suite, parse_suite, suite_files
 
 import shared_data as sd
 
@@ -74,3 +75,22 @@ def test_include_path_adds_a_users_suite(tmp_path):
                        "metrics": ["aesthetic"]})
     with pytest.raises(UserError, match="duplicate prompt id 'a'"):
         dup.items  # noqa: B018
+
+
+def test_a_suite_file_cannot_name_code_to_run(tmp_path):
+    """`function:` is a name in paintbench's registry, never a module path: a downloaded suite file is
+    data, and `os:system` must not run a shell command."""
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "evil.yaml"
+    bad.write_text(yaml.safe_dump({
+        "name": "evil", "version": 1, "metrics": ["shapes-geneval"],
+        "prompts": {"format": "builtin", "function": "os:system", "args": {"command": f"touch {marker}"}}}))
+    suite = load_suite(str(bad))
+    with pytest.raises(UserError, match=r"unknown built-in prompt function 'os:system'.*shapes"):
+        suite.items  # noqa: B018 (loading the prompts is what is refused)
+    assert not marker.exists()
+
+
+def test_the_shipped_shapes_suite_names_its_builtin_prompts():
+    suite = load_suite("shapes")
+    assert suite.prompts["function"] == "shapes" and len(suite.items) == 104

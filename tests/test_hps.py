@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import metrics
-from metrics import hps
-from metrics.images import as_image_batch, pil_to_tensor
-from metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from metrics.synthetic import build_state_dict
-from metrics.synthetic import write_tiny_weights as write_tiny_for_metric
-from metrics.weights import MissingWeightsError, sha256_file
+from paintbench import metrics
+from paintbench.metrics import hps
+from paintbench.metrics.images import as_image_batch, pil_to_tensor
+from paintbench.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from paintbench.metrics.synthetic import build_state_dict
+from paintbench.metrics.synthetic import write_tiny_weights as write_tiny_for_metric
+from paintbench.metrics.weights import MissingWeightsError, sha256_file
 
 import shared_data
 

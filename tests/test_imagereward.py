@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-import metrics
-from metrics import weights as W
-from metrics.imagereward import (
+from paintbench import metrics
+from paintbench.metrics import weights as W
+from paintbench.metrics.imagereward import (
     REWARD_MEAN,
     REWARD_STD,
     CheckpointError,
@@ -29,7 +29,7 @@ from metrics.imagereward import (
     official_shapes,
     write_tiny_weights,
 )
-from metrics.images import ImageBatch, load_image, pil_to_tensor
+from paintbench.metrics.images import ImageBatch, load_image, pil_to_tensor
 
 import shared_data as sd
 
@@ -78,7 +78,7 @@ def test_tokens_match_official_for_every_fixture_prompt(tmp_path):
 # -- the official layout ----------------------------------------------------------------------------
 def test_full_size_layout_is_the_official_state_dict():
     """Keys, shapes and order of our model at ViT-L/BERT-base size equal the official state_dict."""
-    from metrics.blip import TextConfig, VisionConfig
+    from paintbench.metrics.blip import TextConfig, VisionConfig
 
     man = sd.manifest(MANIFEST)
     shapes = official_shapes(
@@ -91,7 +91,7 @@ def test_full_size_layout_is_the_official_state_dict():
 
 # -- full-size parity -------------------------------------------------------------------------------
 def full_size_checkpoint() -> Path:
-    from metrics.synthetic import build_state_dict
+    from paintbench.metrics.synthetic import build_state_dict
 
     man = sd.manifest(MANIFEST)
 

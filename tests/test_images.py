@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from metrics.base import check_prompts
-from metrics.images import BadImageError, as_image_batch, load_image
+from paintbench.metrics.base import check_prompts
+from paintbench.metrics.images import BadImageError, as_image_batch, load_image
 
 
 def _save(img: Image.Image, path, **kw):

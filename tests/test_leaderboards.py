@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from harness import stats
-from harness.evaluate import EvalConfig, run_eval
-from harness.rundir import read_jsonl
-from leaderboards import exports, plots, tables
-from leaderboards.build import BuildOptions, build_site, chunk_prompts, paired_test
-from leaderboards.gallery import boxes_of
-from leaderboards.model import Run, load_run, load_train_log, unique_slug
-from leaderboards.thumbs import ImageRef, ImageStore, file_sha256, thumb_size_of
+from paintbench.harness import stats
+from paintbench.harness.evaluate import EvalConfig, run_eval
+from paintbench.harness.rundir import read_jsonl
+from paintbench.leaderboards import exports, plots, tables
+from paintbench.leaderboards.build import BuildOptions, build_site, chunk_prompts, paired_test
+from paintbench.leaderboards.gallery import boxes_of
+from paintbench.leaderboards.model import Run, load_run, load_train_log, unique_slug
+from paintbench.leaderboards.thumbs import ImageRef, ImageStore, file_sha256, thumb_size_of
 
 HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>', "'><svg onload=alert(1)>",
            "</script><script>alert(2)</script>", "{{ 7*7 }} & <b>bold</b>"]
@@ -41,7 +41,7 @@ version: 1
 description: the shapes world, 3 prompts per tag, 2 images each (tests)
 prompts:
   format: builtin
-  function: harness.shapes.prompts:make_prompts
+  function: shapes
   args: {seed: 0, n_per_tag: 3}
 images_per_prompt: 2
 image_size: 128
@@ -57,7 +57,7 @@ metrics:
 # -- helpers shared with the browser tests ------------------------------------------------------------------
 def half_oracle(prompts, seeds, metadata):
     """A `python:` generator between the two bounds: the oracle on even seeds, random on odd ones."""
-    from harness.shapes.generators import GENERATORS
+    from paintbench.harness.shapes.generators import GENERATORS
 
     oracle, rand = GENERATORS["shapes-oracle"](), GENERATORS["shapes-random"]()
     return [(oracle if s % 2 == 0 else rand).generate(None, [m], [s])[0] for s, m in zip(seeds, metadata, strict=True)]
@@ -87,9 +87,9 @@ def trained_policy_run(root: Path, suite: Path) -> tuple[Path, Path] | None:
     """A briefly trained HT-GRPO policy (`paintbench train shapes-tiny`, shrunk) and its benchmark run of
     `suite`: (run directory, training log directory). None when the trainer is not installed."""
     try:
-        from trainer.checkpoint import latest_checkpoint
-        from trainer.config import load_config
-        from trainer.loop import train
+        from paintbench.trainer.checkpoint import latest_checkpoint
+        from paintbench.trainer.config import load_config
+        from paintbench.trainer.loop import train
     except ImportError:
         return None
     log = root / "train-htgrpo"
@@ -321,8 +321,8 @@ def test_metric_versions_are_ranked_separately():
 
 
 def test_lower_is_better_metrics_rank_ascending():
-    import metrics
-    from metrics.registry import ProviderSpec
+    from paintbench import metrics
+    from paintbench.metrics.registry import ProviderSpec
 
     metrics.register(ProviderSpec(name="test-error-rate", target="x:y", version="e/1", higher_is_better=False,
                                   nominal_range=(0, 1), summary="lower is better"), replace=True)

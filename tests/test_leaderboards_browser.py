@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from test_leaderboards import HOSTILE, hostile_copy, make_runs, trained_policy_run, write_train_log
 
-from harness.rundir import read_jsonl
-from leaderboards.build import BuildOptions, build_site
+from paintbench.harness.rundir import read_jsonl
+from paintbench.leaderboards.build import BuildOptions, build_site
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import metrics
-from metrics.registry import ProviderSpec, UnknownMetricError
+from paintbench import metrics
+from paintbench.metrics.registry import ProviderSpec, UnknownMetricError
 
 
 def test_listing_imports_no_model_code():
@@ -25,7 +25,7 @@ def test_listing_imports_no_model_code():
 
 
 def test_every_builtin_spec_is_complete():
-    from metrics.weights import CATALOG
+    from paintbench.metrics.weights import CATALOG
 
     for name in metrics.available():
         s = metrics.spec(name)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from harness.shapes.codebook import (
+from paintbench.harness.shapes.codebook import (
     BACKGROUND_RGB,
     COLOURS,
     NUM_TOKENS,
@@ -28,7 +28,7 @@ from harness.shapes.codebook import (
     margin_for,
     token_of,
 )
-from harness.shapes.detector import (
+from paintbench.harness.shapes.detector import (
     DEFAULT_TOLERANCE,
     ShapeDetection,
     colour_of,
@@ -36,19 +36,19 @@ from harness.shapes.detector import (
     detect_batch,
     detect_tokens,
 )
-from harness.shapes.generators import GENERATORS, OracleGenerator, RandomGenerator
-from harness.shapes.layouts import oracle_tokens, random_tokens, relation_table
-from harness.shapes.prompts import (
+from paintbench.harness.shapes.generators import GENERATORS, OracleGenerator, RandomGenerator
+from paintbench.harness.shapes.layouts import oracle_tokens, random_tokens, relation_table
+from paintbench.harness.shapes.prompts import (
     TAGS,
     all_records,
     make_prompts,
     read_metadata_jsonl,
     write_metadata_jsonl,
 )
-from harness.shapes.provider import SPEC, ShapesGenEvalProvider
-from harness.shapes.render import render
-from metrics.geneval import Detection, judge, reward, summarize
-from metrics.registry import ProviderSpec
+from paintbench.harness.shapes.provider import SPEC, ShapesGenEvalProvider
+from paintbench.harness.shapes.render import render
+from paintbench.metrics.geneval import Detection, judge, reward, summarize
+from paintbench.metrics.registry import ProviderSpec
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def test_detector_off_world_inputs():
 def test_box_paths_agree_and_noise_is_not_objects():
     from scipy import ndimage
 
-    from harness.shapes.detector import _boxes_by_occupancy, _boxes_by_sort, foreground
+    from paintbench.harness.shapes.detector import _boxes_by_occupancy, _boxes_by_sort, foreground
 
     arr = render(random_grids(40, seed=9)).numpy()
     labels, n = ndimage.label(foreground(arr)[30], structure=np.ones((3, 3)))
@@ -390,12 +390,12 @@ def test_generators_are_registered_by_name_and_seed_per_image():
 # -- provider ---------------------------------------------------------------------------------------
 def test_provider_spec():
     assert isinstance(SPEC, ProviderSpec)
-    assert SPEC.name == "shapes-geneval" and SPEC.target == "harness.shapes.provider:ShapesGenEvalProvider"
+    assert SPEC.name == "shapes-geneval" and SPEC.target == "paintbench.harness.shapes.provider:ShapesGenEvalProvider"
     p = ShapesGenEvalProvider()
     assert p.version == "shapes-geneval/1" and p.higher_is_better and p.provenance()["mode"] == "reward"
     with pytest.raises(ValueError):
         ShapesGenEvalProvider(mode="strict")
-    from harness.plugins import SPECS  # the entry point's copy must not drift from the module's
+    from paintbench.harness.plugins import SPECS  # the entry point's copy must not drift from the module's
 
     (registered,) = [s for s in SPECS if s.name == SPEC.name]
     assert registered == SPEC

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats
-from harness.stats import (
+from paintbench.harness import stats
+from paintbench.harness.stats import (
     Comparison,
     Estimate,
     bootstrap_by_category,

@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.estimator import EstimatorBatch, token_logps
-from trainer.policies.dimoo import DiMOOLayout, DiMOOPolicy, image_block, image_positions
-from trainer.policies.mmada import MMaDALayout, MMaDAPolicy, t2i_inputs, text_part
-from trainer.policy import MASK
-from trainer.sampling import SamplerOptions, make_generators, rollout
+from paintbench.trainer.estimator import EstimatorBatch, token_logps
+from paintbench.trainer.policies.dimoo import DiMOOLayout, DiMOOPolicy, image_block, image_positions
+from paintbench.trainer.policies.mmada import MMaDALayout, MMaDAPolicy, t2i_inputs, text_part
+from paintbench.trainer.policy import MASK
+from paintbench.trainer.sampling import SamplerOptions, make_generators, rollout
 
 
 class StandInLM(nn.Module):

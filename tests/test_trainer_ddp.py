@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.logs import read_metrics
+from paintbench.trainer.logs import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,14 +21,14 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
     from test_trainer_ddp import config
-    from trainer.loop import train
+    from paintbench.trainer.loop import train
     train(config(), sys.argv[1])
 """)
 
 
 def config():
     from paintbench.config import load_yaml
-    from trainer.config import load_config, resolve_config_path
+    from paintbench.trainer.config import load_config, resolve_config_path
 
     # 3 prompts x 4 images = 12 rollouts: rank 0 holds prompt 0, 1 and a third of 2; prompt 2's group spans
     # both ranks. micro_batch_size 4 also exercises gradient accumulation across micro-batches.
@@ -50,8 +50,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
-    from trainer import policies
-    from trainer.loop import train
+    from paintbench.trainer import policies
+    from paintbench.trainer.loop import train
 
     torch.set_num_threads(1)
     train(config(), tmp_path / "single")

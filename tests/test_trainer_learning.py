@@ -12,12 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.shapes.prompts import make_prompts
 from paintbench.config import load_yaml
-from trainer.config import load_config, resolve_config_path
-from trainer.generate import generate_images
-from trainer.loop import Trainer
-from trainer.rewards import RewardModel
+from paintbench.harness.shapes.prompts import make_prompts
+from paintbench.trainer.config import load_config, resolve_config_path
+from paintbench.trainer.generate import generate_images
+from paintbench.trainer.loop import Trainer
+from paintbench.trainer.rewards import RewardModel
 
 EVAL = make_prompts(0, 16)          # the shapes suite's seed; training prompts use prompt_seed 1
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from paintbench.errors import UserError
-from trainer import policies
-from trainer.advantages import group_advantages
-from trainer.config import load_config
-from trainer.data import hash_seed
-from trainer.logs import read_metrics
-from trainer.loop import Trainer
-from trainer.loss import k3_kl
-from trainer.policy import MASK
-from trainer.schedule import maskgrpo_ratio
+from paintbench.trainer import policies
+from paintbench.trainer.advantages import group_advantages
+from paintbench.trainer.config import load_config
+from paintbench.trainer.data import hash_seed
+from paintbench.trainer.logs import read_metrics
+from paintbench.trainer.loop import Trainer
+from paintbench.trainer.loss import k3_kl
+from paintbench.trainer.policy import MASK
+from paintbench.trainer.schedule import maskgrpo_ratio
 
 SMALL = {
     "steps": 2, "warmstart_steps": 0, "prompts_per_step": 2, "group_size": 4, "rollout_steps": 4,
@@ -31,7 +31,7 @@ SMALL = {
 def small(**overrides):
     """shapes-tiny shrunk for tests: SMALL acts as the config file, so presets still apply over it."""
     from paintbench.config import load_yaml
-    from trainer.config import resolve_config_path
+    from paintbench.trainer.config import resolve_config_path
 
     return load_config({**load_yaml(resolve_config_path("shapes-tiny")), **SMALL}, overrides)
 

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from trainer import advantages as A
-from trainer import credit as C
-from trainer import loss as L
-from trainer import partition as P
-from trainer import schedule as S
+from paintbench.trainer import advantages as A
+from paintbench.trainer import credit as C
+from paintbench.trainer import loss as L
+from paintbench.trainer import partition as P
+from paintbench.trainer import schedule as S
 
 # -- advantages -----------------------------------------------------------------------------------------
 

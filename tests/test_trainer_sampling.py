@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from trainer import policies
-from trainer.estimator import EstimatorBatch, canvas_for, gather_logps, token_logps, unique_prompts
-from trainer.generate import generate_images
-from trainer.policies.tiny import TinyPolicy
-from trainer.policy import MASK
-from trainer.sampling import (
+from paintbench.trainer import policies
+from paintbench.trainer.estimator import EstimatorBatch, canvas_for, gather_logps, token_logps, unique_prompts
+from paintbench.trainer.generate import generate_images
+from paintbench.trainer.policies.tiny import TinyPolicy
+from paintbench.trainer.policy import MASK
+from paintbench.trainer.sampling import (
     SamplerOptions,
     committed_by,
     compound_temperatures,

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from metrics import weights as W
+from paintbench.metrics import weights as W
 
 
 def test_resolution_order_explicit_then_dir(tmp_path, monkeypatch):

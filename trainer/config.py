@@ -181,7 +181,7 @@ class HTGRPOConfig:
                 "temperature_mode": self.temperature_mode, "sampler": self.sampler}
 
     def stages(self) -> list[str]:
-        from trainer.schedule import stage_of
+        from paintbench.trainer.schedule import stage_of
 
         return [stage_of(k, self.n_global, self.n_struct, self.inner_iters) for k in range(1, self.inner_iters + 1)]
 

@@ -23,7 +23,7 @@ from paintbench.errors import UserError
 def load_records(source: str, *, seed: int = 1, per_tag: int = 200) -> list[dict[str, Any]]:
     """Records from 'shapes' (the shapes world's generator), a JSONL file or a plain .txt file."""
     if source == "shapes":
-        from harness.shapes.prompts import make_prompts
+        from paintbench.harness.shapes.prompts import make_prompts
 
         return [dict(r) for r in make_prompts(seed, per_tag)]
     path = Path(source).expanduser()

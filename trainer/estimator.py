@@ -29,7 +29,7 @@ from typing import Literal
 
 import torch
 
-from trainer.policy import MASK, MaskedImagePolicy, PromptBatch
+from paintbench.trainer.policy import MASK, MaskedImagePolicy, PromptBatch
 
 Context = Literal["full_mask", "reveal_unsampled", "sketch_visible"]
 CONTEXTS: tuple[str, ...] = ("full_mask", "reveal_unsampled", "sketch_visible")

@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from trainer.data import hash_seed
-from trainer.generate import generate_images
-from trainer.policy import MaskedImagePolicy
+from paintbench.trainer.data import hash_seed
+from paintbench.trainer.generate import generate_images
+from paintbench.trainer.policy import MaskedImagePolicy
 
 
 class SuiteEvaluator:
     def __init__(self, suite: str, *, images_per_prompt: int | None = None, max_prompts: int = 0,
                  sampler: dict[str, Any] | None = None, seed: int = 0, batch_size: int = 64) -> None:
-        from harness.suite import load_suite
+        from paintbench.harness.suite import load_suite
 
         self.suite = load_suite(suite)
         self.items = spread(list(self.suite.items), max_prompts)
@@ -40,7 +40,7 @@ class SuiteEvaluator:
     def _provider(self, name: str, options: dict[str, Any], device: torch.device):
         key = f"{name}:{sorted(options.items())}"
         if key not in self._providers:
-            from trainer.rewards import _get_provider
+            from paintbench.trainer.rewards import _get_provider
 
             self._providers[key] = _get_provider(name, device=device, **options)
         return self._providers[key]

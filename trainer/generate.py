@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from trainer.policy import MaskedImagePolicy
-from trainer.sampling import SamplerOptions, make_generators, rollout
+from paintbench.trainer.policy import MaskedImagePolicy
+from paintbench.trainer.sampling import SamplerOptions, make_generators, rollout
 
 SAMPLER_KEYS = ("steps", "cfg_scale", "temperature", "temperature_mode", "sampler")
 

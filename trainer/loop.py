@@ -30,20 +30,26 @@ from typing import Any
 import torch
 
 from paintbench.config import to_dict
-from trainer import advantages as adv_mod
-from trainer import checkpoint as ckpt
-from trainer.config import HTGRPOConfig
-from trainer.credit import credit_weights, token_advantages
-from trainer.data import batch_indices, hash_seed, load_records
-from trainer.dist import Dist, init_from_env
-from trainer.estimator import EstimatorBatch, canvas_for, forward_count, token_logps, unique_prompts
-from trainer.logs import RunLogger
-from trainer.loss import LossStats, clipped_kl_loss, normalizer_of
-from trainer.partition import structure_mask
-from trainer.policy import MaskedImagePolicy
-from trainer.rewards import AsyncScorer, RewardModel, RewardResult
-from trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
-from trainer.schedule import candidates, stage_of, subset_noise, token_subset
+from paintbench.harness.dist import Dist
+from paintbench.trainer import advantages as adv_mod
+from paintbench.trainer import checkpoint as ckpt
+from paintbench.trainer.config import HTGRPOConfig
+from paintbench.trainer.credit import credit_weights, token_advantages
+from paintbench.trainer.data import batch_indices, hash_seed, load_records
+from paintbench.trainer.estimator import (
+    EstimatorBatch,
+    canvas_for,
+    forward_count,
+    token_logps,
+    unique_prompts,
+)
+from paintbench.trainer.logs import RunLogger
+from paintbench.trainer.loss import LossStats, clipped_kl_loss, normalizer_of
+from paintbench.trainer.partition import structure_mask
+from paintbench.trainer.policy import MaskedImagePolicy
+from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
+from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
+from paintbench.trainer.schedule import candidates, stage_of, subset_noise, token_subset
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
 
@@ -83,7 +89,7 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.dist = dist or init_from_env(cfg.device)
+        self.dist = dist or Dist.from_env(cfg.device)
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if cfg.device == "cuda" else cfg.device)
         self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag)
         self.policy = policy if policy is not None else self._build_policy()
@@ -92,7 +98,7 @@ class Trainer:
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
         self.sampler = SamplerOptions.from_dict(cfg.sampler_options())
         self.stages = cfg.stages()
-        self.logger = RunLogger(self.out, enabled=self.dist.main, tensorboard=cfg.tensorboard)
+        self.logger = RunLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.tensorboard)
         self.step = 0
         self.reference: MaskedImagePolicy | None = None
         self.optimizer: torch.optim.Optimizer | None = None
@@ -100,7 +106,7 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------------
     def _build_policy(self) -> MaskedImagePolicy:
-        from trainer import policies
+        from paintbench.trainer import policies
 
         cfg = self.cfg
         if cfg.policy_path and cfg.policy == "tiny":
@@ -118,13 +124,13 @@ class Trainer:
         self.policy.set_gradient_checkpointing(cfg.gradient_checkpointing)
         found = ckpt.latest_checkpoint(self.out) if resume else None
         if found is not None:
-            from trainer.policy import load_weights
+            from paintbench.trainer.policy import load_weights
 
             self.policy.load_policy_state(load_weights(found / "policy"))
             ref_state = ckpt.load_reference_state(found)
         else:
             if cfg.warmstart_steps > 0:
-                from trainer.warmstart import warm_start
+                from paintbench.trainer.warmstart import warm_start
 
                 warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
                            lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed)
@@ -141,11 +147,11 @@ class Trainer:
             ckpt.set_rng_state(state["rng"])
             self.step = int(state["step"])
             self.logger.truncate_after(self.step)
-        elif self.dist.main:
+        elif self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             if cfg.warmstart_steps > 0:
                 self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
-        if self.dist.main:
+        if self.dist.is_main:
             import yaml
 
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
@@ -402,7 +408,7 @@ class Trainer:
         return out
 
     def save_samples(self, batch: RoundBatch) -> None:
-        if not self.dist.main or batch.images is None or batch.rewards is None:
+        if not self.dist.is_main or batch.images is None or batch.rewards is None:
             return
         n = min(self.cfg.num_samples, len(batch.images))
         g = self.cfg.group_size
@@ -412,7 +418,7 @@ class Trainer:
         self.logger.samples(batch.step, batch.images[:n], prompts, total, comps)
 
     def _evaluate(self, step: int) -> dict[str, float]:
-        if self.evaluate_fn is None or not self.dist.main:
+        if self.evaluate_fn is None or not self.dist.is_main:
             return {}
         res = self.evaluate_fn(self.policy, step)
         return {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in res.items()}
@@ -420,7 +426,7 @@ class Trainer:
     def _checkpoint(self, *, force: bool = False) -> Path | None:
         cfg = self.cfg
         due = force or (cfg.save_every > 0 and self.step % cfg.save_every == 0)
-        if not due or not self.dist.main or self.step == 0:
+        if not due or not self.dist.is_main or self.step == 0:
             return None
         latest = ckpt.latest_checkpoint(self.out)
         if force and latest is not None and latest.name == f"step_{self.step:06d}":
@@ -463,7 +469,7 @@ def lr_lambda(cfg: HTGRPOConfig) -> Callable[[int], float]:
 def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:
     if cfg.eval_every <= 0:
         return None
-    from trainer.evaluate import SuiteEvaluator
+    from paintbench.trainer.evaluate import SuiteEvaluator
 
     return SuiteEvaluator(cfg.eval_suite, images_per_prompt=cfg.eval_images_per_prompt,
                           max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.seed)
@@ -476,6 +482,4 @@ def train(cfg: HTGRPOConfig, out_dir: str | Path, *, resume: bool = False,
     try:
         return trainer.fit(resume=resume)
     finally:
-        from trainer.dist import shutdown
-
-        shutdown(trainer.dist)
+        trainer.dist.close()

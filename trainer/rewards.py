@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-import metrics
-from metrics.registry import UnknownMetricError
+from paintbench import metrics
+from paintbench.metrics.registry import UnknownMetricError
 
 
 @dataclass
@@ -51,7 +51,7 @@ def _get_provider(name: str, **kwargs: Any):
         # A source checkout that was never pip-installed has no entry points: the harness's providers
         # (the shapes world) are still one import away.
         try:
-            from harness.plugins import SPECS
+            from paintbench.harness.plugins import SPECS
         except ImportError:
             raise
         for spec in SPECS:

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
-from trainer.policy import MASK, MaskedImagePolicy, PromptBatch
+from paintbench.trainer.policy import MASK, MaskedImagePolicy, PromptBatch
 
 Sampler = Literal["maskgit", "emerge"]
 TemperatureMode = Literal["compound", "constant"]
@@ -78,7 +78,6 @@ class Rollout:
     commit_step: torch.Tensor
     commit_entropy: torch.Tensor
     num_steps: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.codes.shape[0]

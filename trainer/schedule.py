@@ -41,10 +41,6 @@ def stage_of(k: int, n_global: int, n_struct: int, num_iters: int) -> Stage:
     return "refine"
 
 
-def stage_counts(n_global: int, n_struct: int, num_iters: int) -> dict[str, int]:
-    return {"global": n_global, "struct": n_struct, "refine": num_iters - n_global - n_struct}
-
-
 def candidates(stage: Stage, struct: torch.Tensor) -> torch.Tensor:
     """bool [B, N]: C_glob (all), C_struct or C_ref for the stage."""
     if stage == "global":

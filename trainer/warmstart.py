@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainer.policy import MASK, MaskedImagePolicy
+from paintbench.trainer.policy import MASK, MaskedImagePolicy
 
 
 def masked_batch(tokens: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -47,7 +47,7 @@ def warm_start(
     seed: int = 0,
 ) -> list[float]:
     """Train `policy` in place for `steps` steps; returns the loss of each step."""
-    from harness.shapes.layouts import oracle_tokens
+    from paintbench.harness.shapes.layouts import oracle_tokens
 
     usable = [r for r in records if r.get("include")]
     if not usable:

@@ -10,12 +10,12 @@ from typing import Any
 from paintbench.errors import UserError
 
 GENERATORS: dict[str, str] = {
-    "folder": "harness.generators.folder:FolderGenerator",
-    "diffusers": "harness.generators.diffusers:DiffusersGenerator",
-    "python": "harness.generators.python:PythonGenerator",
-    "policy": "harness.generators.policy:PolicyGenerator",
-    "shapes-oracle": "harness.generators.shapes:ShapesOracleGenerator",
-    "shapes-random": "harness.generators.shapes:ShapesRandomGenerator",
+    "folder": "paintbench.harness.generators.folder:FolderGenerator",
+    "diffusers": "paintbench.harness.generators.diffusers:DiffusersGenerator",
+    "python": "paintbench.harness.generators.python:PythonGenerator",
+    "policy": "paintbench.harness.generators.policy:PolicyGenerator",
+    "shapes-oracle": "paintbench.harness.generators.shapes:ShapesOracleGenerator",
+    "shapes-random": "paintbench.harness.generators.shapes:ShapesRandomGenerator",
 }
 
 

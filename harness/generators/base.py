@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from harness.suite import PromptItem, Suite
 from paintbench.errors import UserError
+from paintbench.harness.suite import PromptItem, Suite
 
 GeneratedImage = Image.Image | torch.Tensor | Path
 

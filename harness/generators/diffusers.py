@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from harness.generators.base import GeneratedImage, Generator, Request
-from metrics.base import resolve_dtype
 from paintbench.errors import UserError
+from paintbench.harness.generators.base import GeneratedImage, Generator, Request
+from paintbench.metrics.base import resolve_dtype
 
 
 class DiffusersGenerator(Generator):

@@ -6,7 +6,9 @@ Layouts, detected from PATH:
 - a paintbench run directory (or its `images/` folder): `images/<prompt_id>/<k:05d>.png`;
 - one image per prompt named by its id, `PATH/<prompt_id>.png` (or .jpg/.jpeg/.webp): DPG-Bench's
   layout of 2×2 grids named by item id;
-- a JSONL file of `{"prompt_id": ..., "sample_idx": ..., "path": ...}` (paths relative to the file).
+- a JSONL file of `{"prompt_id": ..., "sample_idx": ..., "path": ...}` (paths relative to the file);
+- `layout: listed` (a generator option): the suite's items list their own files (`PromptItem.files`),
+  as the suites that `harness.folders` reads from a user's folder do; PATH is then only recorded.
 
 Images are referenced where they are (not copied); the run records their sha256.
 """
@@ -16,8 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
 from paintbench.errors import UserError
+from paintbench.harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
 
 FLAT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -33,7 +35,10 @@ class FolderGenerator(Generator):
         self.root = Path(arg).expanduser().resolve()
         if not self.root.exists():
             raise UserError(f"folder generator: {self.root} does not exist")
-        self.layout = self._detect()
+        layout = self.options.get("layout")
+        if layout not in (None, "listed"):
+            raise UserError(f"folder generator: unknown layout {layout!r} (detected from the path, or 'listed')")
+        self.layout = layout or self._detect()
         self._table: dict[tuple[str, int], Path] = {}
         if self.layout == "jsonl":
             self._table = self._read_table()
@@ -69,6 +74,10 @@ class FolderGenerator(Generator):
         return table
 
     def path_for(self, r: Request) -> Path:
+        if self.layout == "listed":
+            if r.sample_index >= len(r.item.files):
+                return self.root / f"<no sample {r.sample_index} listed for {r.item.id}>"
+            return Path(r.item.files[r.sample_index])
         if self.layout == "jsonl":
             return self._table.get((r.item.id, r.sample_index), self.root.parent / "<not listed>")
         if self.layout == "flat":
@@ -102,6 +111,6 @@ class FolderGenerator(Generator):
         for r in requests:
             p = self.path_for(r)
             if not p.is_file():
-                raise GeneratorError(f"{p}: missing image for prompt {r.item.id} sample {r.sample_index}")
+                raise GeneratorError(f"{p}: no such file (the image of prompt {r.item.id} sample {r.sample_index})")
             out.append(p)
         return out

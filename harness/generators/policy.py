@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 
-from harness.generators.base import GeneratedImage, Generator, Request
 from paintbench.errors import UserError
+from paintbench.harness.generators.base import GeneratedImage, Generator, Request
 
 
 class PolicyGenerator(Generator):
@@ -22,9 +22,9 @@ class PolicyGenerator(Generator):
         if not arg:
             raise UserError("policy generator needs a checkpoint: --generator policy:PATH")
         try:
-            policies = importlib.import_module("trainer.policies")
+            policies = importlib.import_module("paintbench.trainer.policies")
             load = policies.load
-            self._generate = importlib.import_module("trainer.generate").generate_images
+            self._generate = importlib.import_module("paintbench.trainer.generate").generate_images
         except (ImportError, AttributeError) as e:
             raise UserError(f"policy generator: the trainer's policies are not available ({e})") from e
         self.dtype = self.options.pop("dtype", "float32")
@@ -33,7 +33,7 @@ class PolicyGenerator(Generator):
         self.policy = load(self.checkpoint, device=device, dtype=self.dtype)
 
     def settings(self):
-        from metrics.weights import fingerprint
+        from paintbench.metrics.weights import fingerprint
 
         return {**super().settings(), "dtype": self.dtype, "policy": type(self.policy).__name__,
                 "checkpoint": str(self.checkpoint.resolve()), "checkpoint_sha256": fingerprint(self.checkpoint)}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from harness.generators.base import GeneratedImage, Generator, Request
 from paintbench.errors import UserError
+from paintbench.harness.generators.base import GeneratedImage, Generator, Request
 
 
 class PythonGenerator(Generator):

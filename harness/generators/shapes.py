@@ -6,7 +6,7 @@ generator ignores the prompt (chance level). Each image depends only on its own 
 
 from __future__ import annotations
 
-from harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
+from paintbench.harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
 
 
 class _ShapesBase(Generator):
@@ -15,7 +15,7 @@ class _ShapesBase(Generator):
 
     def __init__(self, arg, options, suite, *, device="cpu"):
         super().__init__(arg, options, suite, device=device)
-        from harness.shapes.generators import GENERATORS
+        from paintbench.harness.shapes.generators import GENERATORS
 
         self.world = GENERATORS[self.world_name](device=device, **self.options)
 

@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from harness.shapes.codebook import (
+from paintbench.harness.shapes.codebook import (
     BACKGROUND_RGB,
     COLOURS,
     NUM_TOKENS,
@@ -57,7 +57,7 @@ from harness.shapes.codebook import (
     glyph_masks,
     margin_for,
 )
-from metrics.geneval import Detection
+from paintbench.metrics.geneval import Detection
 
 DEFAULT_TOLERANCE = 48
 """Max-channel distance from the background grey above which a pixel is foreground."""

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from harness.shapes.codebook import GRID, PATCH
-from harness.shapes.layouts import oracle_tokens, random_tokens
-from harness.shapes.render import render
+from paintbench.harness.shapes.codebook import GRID, PATCH
+from paintbench.harness.shapes.layouts import oracle_tokens, random_tokens
+from paintbench.harness.shapes.render import render
 
 
 class ShapesGenerator:

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.shapes.codebook import COLOURS, GRID, NUM_TOKENS, PATCH, SHAPES, margin_for, token_of
-from metrics.geneval import RELATIONS, relative_position
+from paintbench.harness.shapes.codebook import COLOURS, GRID, NUM_TOKENS, PATCH, SHAPES, margin_for, token_of
+from paintbench.metrics.geneval import RELATIONS, relative_position
 
 RngLike = np.random.Generator | torch.Generator | int
 

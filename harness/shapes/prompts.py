@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.shapes.codebook import COLOURS, SHAPES
+from paintbench.harness.shapes.codebook import COLOURS, SHAPES
 
 TAGS: tuple[str, ...] = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 """GenEval's tags, in GenEval's order."""

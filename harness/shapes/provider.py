@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from harness.plugins import SPECS
-from harness.shapes.codebook import PATCH
-from harness.shapes.detector import (
+from paintbench.harness.plugins import SPECS
+from paintbench.harness.shapes.codebook import PATCH
+from paintbench.harness.shapes.detector import (
     DEFAULT_TOLERANCE,
     Detections,
     colour_of,
@@ -32,11 +32,11 @@ from harness.shapes.detector import (
     detect_tokens,
     detections_to_json,
 )
-from metrics.base import Provider, Scores
-from metrics.geneval import GenEvalOptions, judge, reward
-from metrics.images import ImageBatch
-from metrics.registry import ProviderSpec
-from metrics.registry import spec as registry_spec
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.geneval import GenEvalOptions, judge, reward
+from paintbench.metrics.images import ImageBatch
+from paintbench.metrics.registry import ProviderSpec
+from paintbench.metrics.registry import spec as registry_spec
 
 SPEC = next(s for s in SPECS if s.name == "shapes-geneval")  # declared once, in harness.plugins
 

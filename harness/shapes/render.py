@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from harness.shapes.codebook import GRID, NUM_TOKENS, PATCH, codebook
+from paintbench.harness.shapes.codebook import GRID, NUM_TOKENS, PATCH, codebook
 
 
 @lru_cache(maxsize=16)

@@ -55,8 +55,14 @@ through its categories).
 
 from __future__ import annotations
 
-from metrics.dpg.answers import format_summary, load_answers, rescore, save_answers, validate_answers
-from metrics.dpg.questions import (
+from paintbench.metrics.dpg.answers import (
+    format_summary,
+    load_answers,
+    rescore,
+    save_answers,
+    validate_answers,
+)
+from paintbench.metrics.dpg.questions import (
     COLUMNS,
     DPGError,
     Question,
@@ -66,7 +72,7 @@ from metrics.dpg.questions import (
     load_questions,
     parse_dependency,
 )
-from metrics.dpg.scoring import (
+from paintbench.metrics.dpg.scoring import (
     MODES,
     TILE_NAMES,
     ItemScore,

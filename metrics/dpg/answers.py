@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from metrics.dpg.questions import DPGError, load_questions
-from metrics.dpg.scoring import MODES, ItemScore, Mode, score_items, summarize
+from paintbench.metrics.dpg.questions import DPGError, load_questions
+from paintbench.metrics.dpg.scoring import MODES, ItemScore, Mode, score_items, summarize
 
 Answers = dict[str, list[dict[str, str]]]
 

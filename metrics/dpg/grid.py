@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from metrics.dpg.questions import DPGError
-from metrics.dpg.scoring import TILE_NAMES
-from metrics.images import IMAGE_SUFFIXES
+from paintbench.metrics.dpg.questions import DPGError
+from paintbench.metrics.dpg.scoring import TILE_NAMES
+from paintbench.metrics.images import IMAGE_SUFFIXES
 
 DEFAULT_PIC_NUM = 4
 

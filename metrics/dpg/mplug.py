@@ -66,6 +66,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from paintbench.errors import InputError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 START_ID = 101  # TextGenerator.start_token ([CLS] in bert-base-uncased)
@@ -95,7 +97,7 @@ against the word embeddings / `predictions.bias` it is tied to (`tie_word_embedd
 """
 
 
-class MPlugLoadError(ValueError):
+class MPlugLoadError(InputError):
     """A model folder that cannot be loaded as the configured mPLUG; the message says why and what to do."""
 
 
@@ -831,7 +833,7 @@ def checkpoint_path(folder: Path) -> Path:
 
 def read_checkpoint(path: Path, *, trust_pickle: bool = False) -> dict[str, Any]:
     """The raw checkpoint: weights-only first; a full unpickle only when `trust_pickle`."""
-    from metrics.weights import load_state_dict
+    from paintbench.metrics.weights import load_state_dict
 
     try:
         return load_state_dict(path)
@@ -1262,7 +1264,7 @@ def tiny_state_dict(settings: MPlugSettings, vocab: Sequence[str], seed: int = 0
     Weights are normal(0, 0.2) rather than BERT's 0.02 so the image and the question visibly change
     the answer; the answer head is biased towards the one-word answers `yes`/`no` followed by `[SEP]`,
     as a trained VQA model is, so toy runs exercise both outcomes and the early stop."""
-    from metrics.synthetic import make_tensor
+    from paintbench.metrics.synthetic import make_tensor
 
     full = replace(settings, bert=replace(settings.bert, fusion_layers=settings.bert.num_hidden_layers))
     with torch.device("meta"):

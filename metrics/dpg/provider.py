@@ -27,13 +27,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metrics.base import Provider, Scores
-from metrics.dpg.answers import load_answers, save_answers
-from metrics.dpg.grid import DEFAULT_PIC_NUM, check_pic_num, split_grid
-from metrics.dpg.questions import DPGError, Question, QuestionTables, load_questions, parse_dependency
-from metrics.dpg.scoring import MODES, ItemScore, score_item, summarize
-from metrics.dpg.vqa import DEFAULT_BACKEND, VQABackend, label, make_backend
-from metrics.images import ImageBatch
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.dpg.answers import load_answers, save_answers
+from paintbench.metrics.dpg.grid import DEFAULT_PIC_NUM, check_pic_num, split_grid
+from paintbench.metrics.dpg.questions import (
+    DPGError,
+    Question,
+    QuestionTables,
+    load_questions,
+    parse_dependency,
+)
+from paintbench.metrics.dpg.scoring import MODES, ItemScore, score_item, summarize
+from paintbench.metrics.dpg.vqa import DEFAULT_BACKEND, VQABackend, label, make_backend
+from paintbench.metrics.images import ImageBatch
 
 DEFAULT_CSV_NAME = "dpg/dpg_bench.csv"
 
@@ -226,7 +232,7 @@ class DPGProvider(Provider):
         its L2 categories (weighted by question count, as the official script). Values are 0–1; the
         report multiplies by 100. In official mode the contributions are the last tile's raw answers
         (the official script's known quirk); in fixed mode, all tiles after dependency zeroing."""
-        from metrics.dpg.scoring import l1_category
+        from paintbench.metrics.dpg.scoring import l1_category
 
         l2: dict[str, list[float]] = {}
         prompts: dict[str, set[str]] = {}

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paintbench.errors import InputError
+
 COLUMNS = (
     "item_id",
     "text",
@@ -45,7 +47,7 @@ _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?inf(?:in
 NO_TABLE_ERROR = ("TypeError", "'NoneType' object is not subscriptable")
 
 
-class DPGError(ValueError):
+class DPGError(InputError):
     """A DPG-Bench table, answer set or item that cannot be scored as asked.
 
     `official_type`/`official_message` say what the official script raises in the same situation

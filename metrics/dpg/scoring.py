@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from metrics.dpg.questions import DPGError, Question, QuestionTables, l1_category, l2_category
+from paintbench.metrics.dpg.questions import DPGError, Question, QuestionTables, l1_category, l2_category
 
 Mode = Literal["official", "fixed"]
 MODES: tuple[str, ...] = ("official", "fixed")

@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from metrics import weights as wts
-from metrics.dpg.mplug import MPLUG_WEIGHT, HeadTying, MPlugVQA
+from paintbench.errors import MissingFileError
+from paintbench.metrics import weights as wts
+from paintbench.metrics.dpg.mplug import MPLUG_WEIGHT, HeadTying, MPlugVQA
 
 DEFAULT_BACKEND = "mplug"
 BACKENDS: tuple[str, ...] = ("mplug", "blip-vqa", "qwen-vl")
@@ -41,7 +42,7 @@ def label(backend: str) -> str:
     return "dpg" if backend == "mplug" else f"dpg[vqa={backend}]"
 
 
-class VQAWeightsError(FileNotFoundError):
+class VQAWeightsError(MissingFileError):
     """The weights of an opt-in VQA backend are not available locally; says where we looked."""
 
     def __str__(self) -> str:

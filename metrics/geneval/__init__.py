@@ -6,8 +6,8 @@ imported and tested anywhere; the model-backed provider lives in its own module.
 
 from __future__ import annotations
 
-from metrics.geneval.aggregate import format_summary, summarize
-from metrics.geneval.rules import (
+from paintbench.metrics.geneval.aggregate import format_summary, summarize
+from paintbench.metrics.geneval.rules import (
     COLORS,
     DEFAULT_OPTIONS,
     RELATIONS,

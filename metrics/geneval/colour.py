@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from metrics import backbones
-from metrics.geneval.rules import COLORS
-from metrics.preprocess import clip_pil, clip_tensor
+from paintbench.metrics import backbones
+from paintbench.metrics.geneval.rules import COLORS
+from paintbench.metrics.preprocess import clip_pil, clip_tensor
 
 TEMPLATES: tuple[str, ...] = (
     "a photo of a {c} {classname}",

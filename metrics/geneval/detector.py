@@ -53,7 +53,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from metrics.geneval.rules import Detection
+from paintbench.metrics.geneval.rules import Detection
 
 # --------------------------------------------------------------------------------------------- classes
 
@@ -625,7 +625,7 @@ def read_checkpoint(path: str | Path) -> tuple[OrderedDict[str, torch.Tensor], d
     real mmcv checkpoints carry numpy scalars in `meta`. Any other global in the pickle (a class, or a
     function such as `os.system` a crafted file would call) is refused with a ValueError naming it.
     """
-    from metrics import weights as wts
+    from paintbench.metrics import weights as wts
 
     path = Path(path)
     try:
@@ -790,7 +790,7 @@ def random_tiny_model(
     over (0, 1) and some detections pass GenEval's 0.3 threshold; `class_bias` ({class index: logit})
     makes chosen classes likely, so a demo or test sees the classes its prompts ask about.
     """
-    from metrics.synthetic import make_tensor
+    from paintbench.metrics.synthetic import make_tensor
 
     model = build_model(cfg)
     new: dict[str, torch.Tensor] = {}

@@ -34,9 +34,9 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from metrics.geneval.detector import OBJECT_NAMES
-from metrics.geneval.rules import COLORS, RELATIONS, TAGS
-from metrics.images import BadImageError, load_image
+from paintbench.metrics.geneval.detector import OBJECT_NAMES
+from paintbench.metrics.geneval.rules import COLORS, RELATIONS, TAGS
+from paintbench.metrics.images import BadImageError, load_image
 
 SAMPLE_NAME = re.compile(r"\d+\.png")
 IMAGES_PER_PROMPT = 4
@@ -237,8 +237,11 @@ def _check_sizes(layout: Layout) -> None:
 def load(item: ImageItem) -> Image.Image:
     """Decode one image fully (a corrupt file raises `BadImageError` naming it), with the EXIF
     orientation applied as the official colour step does (`ImageOps.exif_transpose`)."""
-    img = load_image(item.path, name=str(item.path))
+    return exif_upright(load_image(item.path, name=str(item.path)), str(item.path))
+
+
+def exif_upright(img: Image.Image, name: str) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
     except Exception as e:  # a broken EXIF block
-        raise BadImageError(f"{item.path}: cannot apply its EXIF orientation ({e})") from e
+        raise BadImageError(f"{name}: cannot apply its EXIF orientation ({e})") from e

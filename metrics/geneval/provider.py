@@ -36,19 +36,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 
-from metrics import weights as wts
-from metrics.base import Provider, Scores
-from metrics.geneval.colour import ColourClassifier, crop_pil, crop_tensor
-from metrics.geneval.detector import (
+from paintbench.metrics import weights as wts
+from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.geneval.colour import ColourClassifier, crop_pil, crop_tensor
+from paintbench.metrics.geneval.detector import (
     OBJECT_NAMES,
     InstanceResult,
     Mask2FormerDetector,
     MmdetDetector,
     load_detector,
 )
-from metrics.geneval.layout import validate_metadata
-from metrics.geneval.rules import (
+from paintbench.metrics.geneval.layout import exif_upright, validate_metadata
+from paintbench.metrics.geneval.rules import (
     DEFAULT_OPTIONS,
     Detection,
     GenEvalOptions,
@@ -56,7 +57,7 @@ from metrics.geneval.rules import (
     judge_kept,
     reward_kept,
 )
-from metrics.images import ImageBatch, pil_to_tensor
+from paintbench.metrics.images import ImageBatch, load_image, pil_to_tensor
 
 DETECTOR_WEIGHT = "geneval-mask2former"
 HF_DETECTOR_WEIGHT = "mask2former-swin-s-coco-hf"
@@ -132,6 +133,11 @@ class GenEvalProvider(Provider):
         # Nothing at or below the lowest threshold can ever be kept (score ≤ class probability), so the
         # detector skips those pairs' masks; the raw output above it is exactly mmdet's.
         self.min_class_prob = min(self.options.threshold, self.options.counting_threshold)
+
+    def decode(self, path: str | os.PathLike[str]) -> Image.Image:
+        """GenEval reads a file with its EXIF orientation applied (`ImageOps.exif_transpose`, as the
+        official colour step does), on the folder command and the harness alike."""
+        return exif_upright(load_image(path, name=str(path)), str(path))
 
     def provenance(self) -> dict[str, Any]:
         out = super().provenance()
@@ -276,8 +282,8 @@ def write_tiny_weights(
     OpenAI-format CLIP `ViT-L-14.pt`, so `metrics.get("geneval", weights_dir=directory)` runs the real
     loaders at toy size. `formats` may add "mmdet3" (as `..._mmdet3.pth`) and "hf" (the HF folder
     name of `mask2former-swin-s-coco-hf`). Scores are meaningless; they exercise the code."""
-    from metrics.aesthetic import TINY_CLIP, random_openai_clip_state_dict
-    from metrics.geneval.detector import TINY_CONFIG, random_tiny_model, save_checkpoint
+    from paintbench.metrics.aesthetic import TINY_CLIP, random_openai_clip_state_dict
+    from paintbench.metrics.geneval.detector import TINY_CONFIG, random_tiny_model, save_checkpoint
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

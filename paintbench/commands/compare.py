@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report import compare_runs, format_comparison
+    from paintbench.harness.report import compare_runs, format_comparison
 
     cmp = compare_runs(args.run_a, args.run_b, metrics=args.metric, n_resamples=args.n_resamples, seed=args.seed)
     print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))

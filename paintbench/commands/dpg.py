@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from metrics.dpg import DPGError
+    from paintbench.metrics.dpg import DPGError
 
     try:
         return _rescore(args) if args.action == "rescore" else _eval(args)
@@ -78,7 +78,7 @@ def _quirks(args: argparse.Namespace) -> bool | None:
 
 
 def _rescore(args: argparse.Namespace) -> int:
-    from metrics.dpg import format_summary, rescore
+    from paintbench.metrics.dpg import format_summary, rescore
 
     for flag, path in (("--questions", args.questions), ("--answers", args.answers)):
         if not Path(path).is_file():
@@ -105,21 +105,39 @@ def _rescore(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import torch
-
-    from metrics.dpg.run import RESULTS, evaluate_folder
+    """The folder of grids, read as a suite (`harness.folders.read_dpg_folder`), scored by the one run
+    engine into the run directory `--out`; the DPG outputs are reports of the finished run."""
+    from paintbench.harness.config import EvalConfig
+    from paintbench.harness.folder_reports import RESULTS, dpg_report
+    from paintbench.harness.folders import read_dpg_folder, run_folder
+    from paintbench.harness.rundir import RunDir
 
     if not Path(args.questions).is_file():
         raise UserError(f"--questions {args.questions}: no such file")
     if not Path(args.images).is_dir():
         raise UserError(f"--images {args.images}: no such folder")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    summary = evaluate_folder(
-        args.questions, args.images, args.resolution, out=args.out, pic_num=args.pic_num, mode=args.mode,
-        official_quirks=_quirks(args), backend=args.backend, vqa_mode=args.vqa_mode, weights=args.weights,
-        weights_dir=args.weights_dir, device=device, dtype=args.dtype, trust_pickle=args.trust_pickle,
-        head_tying=args.head_tying, progress=not args.no_progress,
-    )
-    print((Path(summary["out"]) / RESULTS).read_text(encoding="utf-8"), end="")
-    print(f"outputs: {summary['out']}")
+    images = Path(args.images).expanduser().resolve()
+    out = Path(args.out).expanduser() if args.out else images.with_name(images.name + "-dpg")
+    options: dict[str, object] = {"mode": args.mode, "backend": args.backend, "vqa_mode": args.vqa_mode,
+                                  "pic_num": args.pic_num, "head_tying": args.head_tying}
+    if args.csv_reader is not None:
+        options["official_quirks"] = args.csv_reader == "official"
+    if args.weights:
+        options["weights"] = str(Path(args.weights).resolve())
+    if args.trust_pickle:
+        options["trust_pickle"] = True
+    same_dir = out.resolve() == images
+    fi = read_dpg_folder(args.questions, images, args.resolution, options,
+                         skip_names=_RUN_NAMES if same_dir else ())
+    cfg = EvalConfig(out=str(out), weights_dir=args.weights_dir, device=args.device, dtype=args.dtype,
+                     batch_size=4, progress=not args.no_progress)
+    run_folder(fi, cfg)
+    summary = dpg_report(RunDir(out), fi)
+    print((out / RESULTS).read_text(encoding="utf-8"), end="")
+    print(f"outputs: {out}")
     return EXIT_SOME_FAILED if summary["failed"] else 0
+
+
+# what a run directory holds, when --out is the image folder itself
+_RUN_NAMES = ("config.yaml", "samples.jsonl", "results.json", "scores", "parts", "log.jsonl", "answers.json",
+              "answers.meta.json", "summary.json", "results.txt", "images")

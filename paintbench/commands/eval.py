@@ -16,7 +16,7 @@ from paintbench.errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from harness.config import EvalConfig
+    from paintbench.harness.config import EvalConfig
 
     p.add_argument("suite", nargs="?", help="suite name (see `paintbench suites`) or a suite YAML file")
     p.add_argument("--config", help="YAML file with any of the settings below")
@@ -30,11 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from harness.config import EvalConfig
+    from paintbench.harness.config import EvalConfig
 
     base = load_yaml(args.config) if args.config else {}
     if args.rescore:  # start from the run's own settings; flags given now (device, batch size...) win
-        from harness.rundir import RunDir
+        from paintbench.harness.rundir import RunDir
 
         if not args.out:
             raise UserError("--rescore needs --out RUN (an existing run directory)")
@@ -58,8 +58,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.evaluate import run_eval
-    from harness.report import format_results
+    from paintbench.harness.evaluate import run_eval
+    from paintbench.harness.report import format_results
 
     cfg = config_from_args(args)
     results = run_eval(cfg, rescore=args.rescore)

@@ -5,10 +5,14 @@ DIR holds `00000/metadata.jsonl` and `00000/samples/0000k.png` per prompt (GenEv
 layout), or is a paintbench run directory (`paintbench eval ... --out DIR`), whose images are then
 scored into its `scores/geneval.jsonl` (resumably) and summarised the same way; the flags that only
 make sense for a folder (`--out`, thresholds, weight files ...) are refused there rather than ignored.
-For a folder, results go to `--out` (default `DIR/results.jsonl`), one JSON line per image with GenEval's
-fields (filename, tag, prompt, correct, reason, metadata, details) plus reward, strict, detections and
-colours, written after each batch; rerunning the same command continues an interrupted run without
-redoing finished images. The summary is printed in the official format.
+
+A folder is read as a suite (`harness.folders.read_geneval_folder`) and scored by the one run engine
+into the run directory `--out` (default: `DIR-geneval` beside DIR): `--out/results.jsonl` holds one JSON
+line per image with GenEval's fields (filename, tag, prompt, correct, reason, metadata, details) plus
+reward, strict, detections and colours; `--out/results.json` the engine's results with bootstrap CIs.
+Rerunning the same command continues an interrupted run without redoing finished images; other
+settings on the same `--out` are refused (`--overwrite` starts over). The summary is printed in the
+official format.
 
 Exit status: 0 when every image was scored and nothing in DIR was skipped; 3 when some files were not
 scored (each is named on stderr and in the report); 2 for a usage or setup error (e.g. missing weights).
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,8 +57,8 @@ def _scale(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="image folder in GenEval's layout (00000/metadata.jsonl, 00000/samples/*.png)")
-    p.add_argument("--out", help="results JSONL (default: DIR/results.jsonl); resumed if it exists")
-    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming --out")
+    p.add_argument("--out", help="run directory (default: DIR-geneval beside DIR); resumed if it exists")
+    p.add_argument("--overwrite", action="store_true", help="delete the run directory --out and start over")
     p.add_argument("--weights-dir", help="weights directory (default: $PAINTBENCH_WEIGHTS or ~/.cache/paintbench/weights)")
     p.add_argument("--detector-weights", help="detector checkpoint: GenEval's .pth (mmdet 2.x/3.x) or an HF folder")
     p.add_argument("--clip-weights", help="OpenAI CLIP ViT-L-14.pt for the colour classifier")
@@ -79,34 +84,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_provider(args: argparse.Namespace):
-    import torch
-
-    from metrics.geneval.provider import CLIP_WEIGHT, DETECTOR_WEIGHT, HF_DETECTOR_WEIGHT, GenEvalProvider
-    from metrics.geneval.rules import GenEvalOptions
+def metric_options(args: argparse.Namespace) -> dict[str, object]:
+    """The `geneval` provider options the flags ask for (recorded with the run's scores)."""
+    from paintbench.metrics.geneval.provider import CLIP_WEIGHT, DETECTOR_WEIGHT, HF_DETECTOR_WEIGHT
 
     weights = {}
     if args.detector_weights:
-        weights[HF_DETECTOR_WEIGHT if args.detector == "hf" else DETECTOR_WEIGHT] = args.detector_weights
+        weights[HF_DETECTOR_WEIGHT if args.detector == "hf" else DETECTOR_WEIGHT] = str(Path(args.detector_weights).resolve())
     if args.clip_weights:
-        weights[CLIP_WEIGHT] = args.clip_weights
-    options = GenEvalOptions(
-        threshold=args.threshold,
-        counting_threshold=args.counting_threshold,
-        max_objects=args.max_objects,
-        nms_threshold=args.max_overlap,
-        position_threshold=args.position_threshold,
-    )
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return GenEvalProvider(
-        device=device, dtype=args.dtype, batch_size=args.batch_size, weights=weights or None,
-        weights_dir=args.weights_dir, value="correct", options=options, detector=args.detector,
-        detector_scale=args.scale, mmdet_config=args.mmdet_config,
-    )
+        weights[CLIP_WEIGHT] = str(Path(args.clip_weights).resolve())
+    options: dict[str, object] = {
+        "mode": "correct", "detector": args.detector,
+        "options": {"threshold": args.threshold, "counting_threshold": args.counting_threshold,
+                    "max_objects": args.max_objects, "nms_threshold": args.max_overlap,
+                    "position_threshold": args.position_threshold},
+    }
+    if weights:
+        options["weights"] = weights
+    if args.scale:
+        options["detector_scale"] = list(args.scale)
+    if args.mmdet_config:
+        options["mmdet_config"] = args.mmdet_config
+    return options
 
 
 def run(args: argparse.Namespace) -> int:
-    from metrics.geneval.run import evaluate_folder, report
+    from paintbench.harness.config import EvalConfig
+    from paintbench.harness.folder_reports import geneval_report, write_json
+    from paintbench.harness.folders import read_geneval_folder, run_folder
+    from paintbench.harness.rundir import RunDir
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -115,26 +121,33 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--batch-size must be at least 1")
     if (root / "config.yaml").is_file() and (root / "samples.jsonl").is_file():
         return run_on_harness_run(root, args)
-    out = Path(args.out) if args.out else root / "results.jsonl"
-    provider = build_provider(args)
-    result = evaluate_folder(root, out, provider, resume=not args.overwrite, progress=not args.no_progress)
-    print(report(result), end="")
-    print(f"results: {out}", file=sys.stderr)
-    if args.summary_json and result.summary is not None:
-        data = dict(result.summary)
-        data["not_scored"] = [str(p) for p in result.layout.problems] + [e["error"] for e in result.errors]
-        data["provenance"] = provider.provenance()
-        Path(args.summary_json).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return 0 if result.complete else EXIT_SOME_FAILED
+    out = Path(args.out) if args.out else root.resolve().with_name(root.resolve().name + "-geneval")
+    if out.suffix == ".jsonl" or out.is_file():
+        raise UserError(f"--out {out}: give a run directory; GenEval's results.jsonl is written inside it")
+    if args.overwrite and (out / "config.yaml").is_file():
+        shutil.rmtree(out)
+    fi = read_geneval_folder(root, metric_options(args))
+    cfg = EvalConfig(out=str(out), weights_dir=args.weights_dir, device=args.device, dtype=args.dtype,
+                     batch_size=args.batch_size, progress=not args.no_progress)
+    run_folder(fi, cfg)
+    report = geneval_report(RunDir(out), fi)
+    print(report.text, end="")
+    print(f"results: {out / 'results.jsonl'}", file=sys.stderr)
+    if args.summary_json and report.summary is not None:
+        provenance = out / "scores" / "geneval.provenance.json"
+        write_json(Path(args.summary_json), {
+            **report.summary, "not_scored": report.not_scored,
+            "provenance": json.loads(provenance.read_text(encoding="utf-8")) if provenance.is_file() else None})
+    return 0 if report.complete else EXIT_SOME_FAILED
 
 
 def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     """Score a paintbench run directory's images with GenEval (0/1 correctness) and print the official
     summary. Only missing scores are computed: an interrupted call continues where it stopped."""
-    from harness.evaluate import EvalConfig, run_eval
-    from harness.rundir import RunDir, read_jsonl
-    from metrics.geneval import format_summary, summarize
     from paintbench.config import build
+    from paintbench.harness.evaluate import EvalConfig, run_eval
+    from paintbench.harness.rundir import RunDir, read_jsonl
+    from paintbench.metrics.geneval import format_summary, summarize
 
     refuse_folder_only_flags(root, args)
     rd = RunDir(root)

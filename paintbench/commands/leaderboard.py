@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from leaderboards.build import BuildOptions, build_site
+    from paintbench.leaderboards.build import BuildOptions, build_site
 
     opts = BuildOptions(title=args.title, baseline=args.baseline, images=args.images, thumb_size=args.thumb_size,
                         jobs=args.jobs, alpha=args.alpha, n_resamples=args.n_resamples, seed=args.seed)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-import metrics
-from metrics import weights as W
+from paintbench import metrics
+from paintbench.metrics import weights as W
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.report import format_results, load_results
+    from paintbench.harness.report import format_results, load_results
 
     results = load_results(args.run)
     print(json.dumps(results, indent=2) if args.json else format_results(results))

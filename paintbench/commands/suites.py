@@ -10,8 +10,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import metrics
-    from harness.suite import load_suite, suite_files
+    from paintbench import metrics
+    from paintbench.harness.suite import load_suite, suite_files
 
     for name, path in sorted(suite_files(args.include_path).items()):
         s = load_suite(str(path))

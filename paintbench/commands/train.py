@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from paintbench.config import help_table, parse_overrides, to_dict
     from paintbench.errors import UserError
-    from trainer.config import HTGRPOConfig, load_config
+    from paintbench.trainer.config import HTGRPOConfig, load_config
 
     if args.list_keys:
         print(help_table(HTGRPOConfig))
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise UserError("--out DIR is required")
-    from trainer.loop import train
+    from paintbench.trainer.loop import train
 
     last = train(cfg, args.out, resume=args.resume)
     if last:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import metrics
-from metrics import weights as W
+from paintbench import metrics
 from paintbench.errors import UserError
+from paintbench.metrics import weights as W
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{n}: {W.fetch(n, args.dest)}")
         return 0
     if args.action == "make-tiny":
-        from metrics.synthetic import TINY_WRITERS, write_tiny_weights
+        from paintbench.metrics.synthetic import TINY_WRITERS, write_tiny_weights
 
         chosen = args.metric or sorted(TINY_WRITERS)
         for m in chosen:

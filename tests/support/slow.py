@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import time
 
-import metrics
-from harness.shapes.generators import OracleGenerator
-from harness.shapes.provider import ShapesGenEvalProvider
-from metrics.registry import ProviderSpec
+from paintbench import metrics
+from paintbench.harness.shapes.generators import OracleGenerator
+from paintbench.harness.shapes.provider import ShapesGenEvalProvider
+from paintbench.metrics.registry import ProviderSpec
 
 DELAY = float(os.environ.get("PAINTBENCH_TEST_DELAY", "0.05"))
 

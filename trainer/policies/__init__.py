@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from paintbench.errors import UserError
-from trainer.policy import POLICY_FILE, MaskedImagePolicy, load_weights
+from paintbench.trainer.policy import POLICY_FILE, MaskedImagePolicy, load_weights
 
 KINDS: dict[str, str] = {
-    "tiny": "trainer.policies.tiny:TinyPolicy",
-    "mmada": "trainer.policies.mmada:MMaDAPolicy",
-    "lumina-dimoo": "trainer.policies.dimoo:DiMOOPolicy",
+    "tiny": "paintbench.trainer.policies.tiny:TinyPolicy",
+    "mmada": "paintbench.trainer.policies.mmada:MMaDAPolicy",
+    "lumina-dimoo": "paintbench.trainer.policies.dimoo:DiMOOPolicy",
 }
 
 
@@ -49,7 +49,7 @@ def resolve(path: str | Path) -> Path:
         return p
     if (p / "policy" / POLICY_FILE).is_file():
         return p / "policy"
-    from trainer.checkpoint import latest_checkpoint
+    from paintbench.trainer.checkpoint import latest_checkpoint
 
     ckpt = latest_checkpoint(p)
     if ckpt is not None and (ckpt / "policy" / POLICY_FILE).is_file():
@@ -75,6 +75,6 @@ def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torc
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
-    from metrics.base import resolve_dtype
+    from paintbench.metrics.base import resolve_dtype
 
     return resolve_dtype(dtype)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from trainer.policy import MaskedImagePolicy, PromptBatch, load_weights
+from paintbench.trainer.policy import MaskedImagePolicy, PromptBatch, load_weights
 
 
 def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, targets: Sequence[str]) -> nn.Module:

@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from metrics.base import resolve_dtype
-from trainer.policies.backbone import BackbonePolicy, to_uint8
-from trainer.policy import MASK, PromptBatch, cfg_combine
+from paintbench.metrics.base import resolve_dtype
+from paintbench.trainer.policies.backbone import BackbonePolicy, to_uint8
+from paintbench.trainer.policy import MASK, PromptBatch, cfg_combine
 
 
 @dataclass

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.shapes.codebook import GRID, NUM_TOKENS, PATCH
-from harness.shapes.render import render
-from trainer.policy import MASK, MaskedImagePolicy, PromptBatch, cfg_combine
+from paintbench.harness.shapes.codebook import GRID, NUM_TOKENS, PATCH
+from paintbench.harness.shapes.render import render
+from paintbench.trainer.policy import MASK, MaskedImagePolicy, PromptBatch, cfg_combine
 
 SPECIALS: tuple[str, ...] = ("[PAD]", "[BOS]", "[UNK]")
 PAD, BOS, UNK = 0, 1, 2
@@ -34,7 +34,7 @@ PAD, BOS, UNK = 0, 1, 2
 
 def shapes_vocabulary() -> list[str]:
     """Specials plus every word of the shapes world's prompt space, sorted (deterministic)."""
-    from harness.shapes.prompts import TAGS, all_records
+    from paintbench.harness.shapes.prompts import TAGS, all_records
 
     words: set[str] = set()
     for tag in TAGS:

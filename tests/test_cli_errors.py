@@ -1,0 +1,93 @@
+"""The CLI's error contract: a `UserError` is one line and exit 2; anything else is a bug and keeps its
+traceback (a user's own generator included); `--debug` / `PAINTBENCH_DEBUG=1` shows every traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from paintbench import cli
+from paintbench.errors import InputError, MissingFileError, UnknownNameError, UserError
+
+
+def _run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "paintbench", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd, timeout=300)
+
+
+def test_a_user_error_is_one_line_and_exit_2():
+    out = _run("score", "--metric", "no-such-metric", "--images", "/nonexistent", "--out", "/tmp/x")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("paintbench score: error: unknown metric 'no-such-metric'")
+
+
+def test_debug_shows_the_traceback_of_a_user_error():
+    for extra, env in ((["--debug"], None), ([], {"PAINTBENCH_DEBUG": "1"})):
+        out = _run(*extra, "score", "--metric", "no-such-metric", "--images", "/nonexistent", "--out", "/tmp/x", env=env)
+        assert out.returncode == 1
+        assert "Traceback" in out.stderr and "UnknownMetricError" in out.stderr
+
+
+def test_a_bug_in_a_users_generator_keeps_its_traceback(tmp_path):
+    (tmp_path / "buggy.py").write_text(textwrap.dedent("""
+        def generate(prompts, seeds, size):
+            return [1 / 0 for _ in prompts]
+    """))
+    out = _run("eval", "shapes", "--generator", "python:buggy:generate", "--limit", "1", "--out",
+               str(tmp_path / "run"), env={"PYTHONPATH": str(tmp_path)}, cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" in out.stderr and "ZeroDivisionError" in out.stderr
+    assert 'buggy.py", line 3' in out.stderr  # the user's own line, not a summary of it
+    assert "rerun the same command to resume" in out.stderr
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad internal value"), KeyError("missing"), FileNotFoundError("x")])
+def test_a_builtin_exception_from_the_code_is_a_bug_not_a_usage_error(monkeypatch, exc):
+    """Before, every ValueError/KeyError/OSError became a one-line 'error', hiding internal failures."""
+    from paintbench.commands import results
+
+    def boom(args):
+        raise exc
+
+    monkeypatch.setattr(results, "run", boom)
+    with pytest.raises(type(exc)):
+        cli.main(["results", "somewhere"])
+
+
+def test_domain_errors_are_user_errors_and_keep_their_builtin_types():
+    from paintbench.metrics.dpg.questions import DPGError
+    from paintbench.metrics.images import BadImageError
+    from paintbench.metrics.registry import UnknownMetricError
+    from paintbench.metrics.weights import MissingWeightsError
+
+    assert issubclass(DPGError, InputError) and issubclass(DPGError, ValueError)
+    assert issubclass(BadImageError, InputError)
+    assert issubclass(MissingWeightsError, MissingFileError) and issubclass(MissingWeightsError, FileNotFoundError)
+    assert issubclass(UnknownMetricError, UnknownNameError) and issubclass(UnknownMetricError, KeyError)
+    assert str(UnknownNameError("plain sentence")) == "plain sentence"  # not KeyError's quoted repr
+
+
+def test_disk_full_and_permission_errors_are_one_line(monkeypatch, capsys):
+    from paintbench.commands import results
+
+    for code in (errno.ENOSPC, errno.EACCES):
+        def boom(args, code=code):
+            raise OSError(code, os.strerror(code), "/runs/x/results.json")
+
+        monkeypatch.setattr(results, "run", boom)
+        assert cli.main(["results", "somewhere"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"paintbench results: error: /runs/x/results.json: {os.strerror(code)}"
+
+
+def test_user_message_is_none_for_bugs():
+    assert cli.user_message(UserError("fix me")) == "fix me"
+    assert cli.user_message(RuntimeError("bug")) is None
+    assert cli.user_message(FileNotFoundError(errno.ENOENT, "No such file", "/x")) is None
