@@ -446,6 +446,7 @@ def _score_batch(provider, batch: list[dict[str, Any]], decoded: list[Any], meta
 # -- results -----------------------------------------------------------------------------------------
 def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, metrics_: list[SuiteMetric],
                   cfg: EvalConfig, dist: Dist, *, timing: dict[str, float]) -> dict[str, Any]:
+    import paintbench.metrics as M
     from paintbench.harness.rundir import read_jsonl
 
     category_of = {it.id: it.category for it in items}
@@ -458,6 +459,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
                                n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
         res.update(metric_summary(m.name, records))
         res["primary"] = m.primary
+        res["higher_is_better"] = M.spec(m.name).higher_is_better  # so a site ranks it without the plugin
         res["options"] = m.options
         res["n_expected"] = suite.n_samples(items, ipp)
         res["errors"] = [r["error"] for r in records if r.get("error")][:50]
@@ -470,7 +472,8 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         "run_name": cfg.name or Path(cfg.out).resolve().name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "suite": {"name": suite.name, "version": suite.version, "hash": suite.suite_hash(),
-                  "n_prompts": len(items), "images_per_prompt": ipp, "categories": suite.categories},
+                  "n_prompts": len(items), "images_per_prompt": ipp, "categories": suite.categories,
+                  "leaderboard": suite.leaderboard},
         "generator": samples[0]["generation"] if samples else {"generator": parse_spec(cfg.generator)[0]},
         "seed": cfg.seed,
         "primary_metric": primary,

@@ -49,9 +49,12 @@ class FolderInput:
 
 def _suite(name: str, source: Path, fmt: str, items: list[PromptItem], metric: SuiteMetric | list[SuiteMetric],
            **kwargs: Any) -> Suite:
+    from paintbench.harness.suite import load_suite, suite_files
+
+    layout = load_suite(name).leaderboard if name in suite_files() else None  # the shipped suite's table
     suite = Suite(name=name, version=1, description=f"{name} on the images of {source}",
                   prompts={"format": fmt, "source": str(source)},
-                  metrics=metric if isinstance(metric, list) else [metric], **kwargs)
+                  metrics=metric if isinstance(metric, list) else [metric], leaderboard=layout, **kwargs)
     suite.__dict__["items"] = items  # the cached property, filled: the items come from the folder itself
     return suite
 

@@ -18,5 +18,6 @@ SPECS = [
         summary="GenEval's rules on the synthetic shapes world (exact pixel detector, no weights)",
         weights=(),
         needs_prompt=True,
+        display=(1.0, 3),
     ),
 ]

@@ -2,10 +2,12 @@
 
 A suite file holds: `name`, `version`, `description`; `prompts` (where they come from: an official URL
 with its sha256, downloaded once into the data cache, a Hugging Face dataset, a local file, or a
-built-in generator function); `images_per_prompt`, `image_size`, optional `grid` (DPG: 2x2 tiles per
-prompt image); optional `categories` (report order); and `metrics`, each with an `aggregation`
-(`mean` over images, or `macro` = unweighted mean of per-category means, as GenEval's Overall), an
-optional `primary: true` and provider `options`.
+built-in generator function named in `BUILTIN_PROMPTS`); `images_per_prompt`, `image_size`, optional
+`grid` (DPG: 2x2 tiles per prompt image); optional `categories` (report order); `metrics`, each with an
+`aggregation` (`mean` over images, or `macro` = unweighted mean of per-category means, as GenEval's
+Overall), an optional `primary: true` and provider `options`; and an optional `leaderboard` (the
+site's table: title, metrics, [label, category] columns, scale, decimals, note). A benchmark is this
+one file.
 
 Shipped suites live in `harness/suites/`; `--include-path DIR` adds a user's own. The data cache is
 `$PAINTBENCH_DATA` (default `~/.cache/paintbench/data`); tests point it at `../shared/data`.
@@ -73,6 +75,7 @@ class Suite:
     grid: dict[str, int] | None = None
     categories: list[str] | None = None
     path: Path | None = None
+    leaderboard: dict[str, Any] | None = None  # how the site lays out its table (`leaderboards.layouts`)
 
     @property
     def primary_metric(self) -> str:
@@ -88,7 +91,8 @@ class Suite:
     def suite_hash(self) -> str:
         """sha256 over the suite definition and its prompts: two runs with equal hashes asked for the same."""
         h = hashlib.sha256()
-        definition = {k: v for k, v in self.to_dict().items() if k != "path"}
+        # presentation (the leaderboard layout) changes no sample and no score: not part of the identity
+        definition = {k: v for k, v in self.to_dict().items() if k not in ("path", "leaderboard")}
         h.update(json.dumps(definition, sort_keys=True).encode())
         for it in self.items:
             fields = [it.id, it.prompt, it.category, it.metadata] + ([list(it.files)] if it.files else [])
@@ -104,7 +108,7 @@ class Suite:
         return {
             "name": self.name, "version": self.version, "description": self.description,
             "prompts": self.prompts, "images_per_prompt": self.images_per_prompt, "image_size": self.image_size,
-            "grid": self.grid, "categories": self.categories,
+            "grid": self.grid, "categories": self.categories, "leaderboard": self.leaderboard,
             "metrics": [{"name": m.name, "aggregation": m.aggregation, "primary": m.primary, "options": m.options}
                         for m in self.metrics],
         }
@@ -120,7 +124,7 @@ def parse_suite(data: dict[str, Any], path: Path | None = None) -> Suite:
     missing = [k for k in REQUIRED if k not in data]
     if missing:
         raise UserError(f"{where}: missing required field(s) {', '.join(missing)}")
-    known = set(REQUIRED) | {"description", "images_per_prompt", "image_size", "grid", "categories"}
+    known = set(REQUIRED) | {"description", "images_per_prompt", "image_size", "grid", "categories", "leaderboard"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -146,8 +150,24 @@ def parse_suite(data: dict[str, Any], path: Path | None = None) -> Suite:
         name=str(data["name"]), version=data["version"], description=str(data.get("description", "")),
         prompts=dict(data["prompts"]), metrics=metrics_, images_per_prompt=ipp,
         image_size=int(data.get("image_size", 512)), grid=data.get("grid"),
-        categories=data.get("categories"), path=path,
+        categories=data.get("categories"), path=path, leaderboard=_leaderboard(data.get("leaderboard"), where),
     )
+
+
+def _leaderboard(data: Any, where: str) -> dict[str, Any] | None:
+    """The suite's `leaderboard` section, checked when the suite is read (not when a site is built)."""
+    if data is None:
+        return None
+    columns = data.get("columns") if isinstance(data, dict) else None
+    ok = (isinstance(data, dict) and isinstance(data.get("title"), str)
+          and isinstance(data.get("metrics"), list) and all(isinstance(m, str) for m in data["metrics"])
+          and isinstance(columns, list) and all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
+                                                and (c[1] is None or isinstance(c[1], str)) for c in columns)
+          and set(data) <= {"title", "metrics", "columns", "scale", "decimals", "note"})
+    if not ok:
+        raise UserError(f"{where}: `leaderboard` needs title, metrics [names] and columns [[label, category or "
+                        "null], ...], and may have scale, decimals and note")
+    return data
 
 
 # -- the registry of suites ----------------------------------------------------------------------------

@@ -528,10 +528,10 @@ def _compare_pages(suite: str, fname: str, runs: list[Run], cards: CardCache, pa
                 d = row.cells["diff"]
                 items.append((f"{row.cells['run'].value} − {runs[0].name}", d.value, d.low, d.high,
                               "leader" if row.cells["verdict"].mark else "tied"))
-        scale, decimals = display_format(suite, m)
+        scale, decimals = display_format(suite, m, runs)
         diff_plots.append(plots.interval_plot(items, title=f"{m}: difference from the baseline (B − A)",
                                               scale=scale, decimals=decimals + 1, zero=0.0))
-    scale, decimals = display_format(suite, primary)
+    scale, decimals = display_format(suite, primary, runs)
     means = [tables.prompt_means(r, primary) if primary else {} for r in runs]
     all_cats = sorted({info[p][1] for p in prompts if info[p][1]}, key=_category_order(runs[0]))
 

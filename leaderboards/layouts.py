@@ -1,7 +1,9 @@
 """How each community lays out its leaderboard: which metric, which columns, which scale.
 
-Data only. A layout binds a suite to the per-category columns its paper or README reports, so the
-site's table reads like the tables people already know:
+A layout lives in its suite's YAML (`leaderboard:`), so adding a benchmark is adding one file; a run
+records it in results.json, so a site can be built without the suite files. It binds a suite to the
+per-category columns its paper or README reports, so the site's table reads like the tables people
+already know (the shipped suites):
 
 - GenEval (and the shapes world, scored by GenEval's rules): Overall, Single object, Two object,
   Counting, Colors, Position, Color attribution; fractions 0–1.
@@ -15,7 +17,12 @@ metrics" table, one column per metric, each on its own scale: different metrics 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from paintbench.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -28,64 +35,54 @@ class Layout:
     note: str = ""
 
 
-GENEVAL = Layout(
-    title="GenEval",
-    metrics=("geneval", "shapes-geneval"),
-    columns=(("Overall", None), ("Single object", "single_object"), ("Two object", "two_object"),
-             ("Counting", "counting"), ("Colors", "colors"), ("Position", "position"),
-             ("Color attribution", "color_attr")),
-    scale=1.0,
-    decimals=2,
-    note="Fraction of images judged correct by GenEval's rules. Overall is the unweighted mean of the six "
-         "task accuracies (as in the GenEval paper).",
-)
+def layout_from_dict(data: dict[str, Any], where: str = "suite") -> Layout:
+    """A suite YAML's `leaderboard:` section (or its copy in a run's results.json) as a Layout."""
+    try:
+        return Layout(title=str(data["title"]), metrics=tuple(data["metrics"]),
+                      columns=tuple((str(label), cat) for label, cat in data["columns"]),
+                      scale=float(data.get("scale", 1.0)), decimals=int(data.get("decimals", 2)),
+                      note=str(data.get("note", "")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{where}: `leaderboard` needs title, metrics and columns [[label, category or null], "
+                         f"...] ({type(e).__name__}: {e})") from e
 
-DPG = Layout(
-    title="DPG-Bench",
-    metrics=("dpg",),
-    columns=(("Global", "global"), ("Entity", "entity"), ("Attribute", "attribute"), ("Relation", "relation"),
-             ("Other", "other"), ("Overall", None)),
-    scale=100.0,
-    decimals=2,
-    note="DPG-Bench score x 100 (ELLA). Overall is the mean prompt score; the L1 columns are filled when the "
-         "run's results carry per-category values.",
-)
 
-HPDV2 = Layout(
-    title="HPD v2",
-    metrics=("hps-v2.1", "hps-v2"),
-    columns=(("Animation", "anime"), ("Concept-art", "concept-art"), ("Painting", "paintings"),
-             ("Photo", "photo"), ("Average", None)),
-    scale=100.0,
-    decimals=2,
-    note="HPS x 100 per style, as in the HPSv2 README. HPS v2 and v2.1 scores are different metrics and are "
-         "never compared with each other.",
-)
+def layout_for(suite: str, runs: Sequence[Any] = ()) -> Layout | None:
+    """The suite's layout: as recorded in a run's results.json (so a site needs no suite files), else
+    from the installed suite file of that name, else None (a generic table)."""
+    for run in runs:
+        recorded = (run.results.get("suite") or {}).get("leaderboard") if run.suite_name == suite else None
+        if recorded:
+            return layout_from_dict(recorded, f"{run.root}/results.json")
+    return _installed_layout(suite)
 
-#: suite name -> layout
-LAYOUTS: dict[str, Layout] = {"geneval": GENEVAL, "shapes": GENEVAL, "dpg": DPG, "hpdv2": HPDV2}
 
-#: display scale and decimals of metrics outside their layout (preference metrics side by side)
-METRIC_FORMAT: dict[str, tuple[float, int]] = {
-    "hps-v2": (100.0, 2), "hps-v2.1": (100.0, 2), "imagereward": (1.0, 3), "aesthetic": (1.0, 3),
-    "geneval": (1.0, 3), "shapes-geneval": (1.0, 3), "dpg": (100.0, 2),
-}
+@functools.cache
+def _installed_layout(suite: str) -> Layout | None:
+    from paintbench.harness.suite import load_suite, suite_files
+
+    if suite not in suite_files():
+        return None
+    s = load_suite(suite)
+    return layout_from_dict(s.leaderboard, str(s.path)) if s.leaderboard else None
 
 
 def metric_format(metric: str) -> tuple[float, int]:
-    return METRIC_FORMAT.get(metric, (1.0, 4))
+    """(scale, decimals) a metric declares for report pages (`display` in its spec); (1, 4) if unknown."""
+    from paintbench import metrics
+
+    try:
+        return metrics.spec(metric).display
+    except KeyError:
+        return 1.0, 4
 
 
-def layout_for(suite: str) -> Layout | None:
-    return LAYOUTS.get(suite)
-
-
-def display_format(suite: str, metric: str | None) -> tuple[float, int]:
+def display_format(suite: str, metric: str | None, runs: Sequence[Any] = ()) -> tuple[float, int]:
     """(scale, decimals) of a metric on a suite's pages: its layout's when the layout claims it (at least
     two decimals: run pages and comparisons show more detail than the leaderboard), else its own."""
     if metric is None:
         return 1.0, 3
-    layout = layout_for(suite)
+    layout = layout_for(suite, runs)
     if layout is not None and metric in layout.metrics:
         return layout.scale, max(layout.decimals, 2)
     return metric_format(metric)

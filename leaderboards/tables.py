@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from paintbench.errors import UserError
 from paintbench.leaderboards.layouts import Layout, category_lookup, display_format, layout_for, metric_format
 from paintbench.leaderboards.model import Run, TrainLog, is_number
 
@@ -111,14 +112,21 @@ class Table:
 
 
 # -- small rules ------------------------------------------------------------------------------------------
-def higher_is_better(metric: str) -> bool:
-    """The metric's direction from the registry; unknown metrics count as higher-is-better."""
-    try:
-        from paintbench import metrics
+def higher_is_better(metric: str, runs: Sequence[Any] = ()) -> bool:
+    """The metric's direction: from the registry, else as a run recorded it in results.json. Unknown is
+    an error: ranking a lower-is-better metric as higher-is-better would put the worst run first."""
+    from paintbench import metrics
 
+    try:
         return bool(metrics.spec(metric).higher_is_better)
-    except Exception:
-        return True
+    except KeyError:
+        pass
+    for run in runs:
+        recorded = run.metrics.get(metric, {}).get("higher_is_better")
+        if isinstance(recorded, bool):
+            return recorded
+    raise UserError(f"metric {metric!r}: its direction is unknown (it is not registered here and no run "
+                    "recorded it); install the package that provides it, or leave its runs out of the site")
 
 
 def rank_order(values: Sequence[Any], *, higher: bool = True) -> list[int]:
@@ -259,7 +267,7 @@ def layout_table(suite: str, layout: Layout, metric: str, version: str | None, r
         cols.append(Column(key, label, "number", layout.scale, layout.decimals, ci=True,
                            help=f"{metric} {'overall' if cat is None else cat}"))
     cols += [Column("n_images", "Images", "number", 1.0, 0), Column("provenance", "Provenance", "provenance")]
-    higher = higher_is_better(metric)
+    higher = higher_is_better(metric, runs)
     overall = [run.metrics[metric].get("value") for run in runs]
     cis = [_stat(run.metrics[metric])[1] for run in runs]
     order = rank_order(overall, higher=higher)
@@ -318,7 +326,7 @@ def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *,
     cols = [Column("model", "Model", "text")]
     for m in metrics:
         scale, decimals = metric_format(m)
-        arrow = "↑" if higher_is_better(m) else "↓"
+        arrow = "↑" if higher_is_better(m, runs) else "↓"
         cols.append(Column(f"metric:{m}", f"{m} {arrow}", "number", scale, decimals, ci=True,
                            help=f"{m} (x{scale:g}); its own scale, never averaged with the others"))
     cols += [Column("n_images", "Images", "number", 1.0, 0), Column("provenance", "Provenance", "provenance")]
@@ -328,14 +336,14 @@ def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *,
         sub = [runs[i] for i in have]
         values = [r.metrics[m].get("value") for r in sub]
         cis = [_stat(r.metrics[m])[1] for r in sub]
-        order = rank_order(values, higher=higher_is_better(m))
+        order = rank_order(values, higher=higher_is_better(m, runs))
         marks = mark_ties(sub, values, cis, m, order, paired, alpha)
         full: list[tuple[str | None, str]] = [(None, "")] * len(runs)
         for j, i in enumerate(have):
             full[i] = marks[j]
         per_metric_marks[m] = full
     first = metrics[0]
-    order = rank_order([r.metrics.get(first, {}).get("value") for r in runs], higher=higher_is_better(first))
+    order = rank_order([r.metrics.get(first, {}).get("value") for r in runs], higher=higher_is_better(first, runs))
     rows = []
     for i in order:
         run = runs[i]
@@ -354,7 +362,7 @@ def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *,
 
 def suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alpha: float = ALPHA) -> list[Table]:
     """Every leaderboard table of one suite: its layout's tables, then the other metrics side by side."""
-    layout = layout_for(suite)
+    layout = layout_for(suite, runs)
     metrics_present: dict[str, None] = {}
     for run in runs:
         for m in run.metrics:
@@ -383,8 +391,8 @@ def suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alph
 # -- run page ----------------------------------------------------------------------------------------------
 def category_table(run: Run, metric: str) -> Table:
     """One metric of one run: overall and per category, with intervals and counts."""
-    scale, decimals = display_format(run.suite_name, metric)
-    layout = layout_for(run.suite_name)
+    scale, decimals = display_format(run.suite_name, metric, [run])
+    layout = layout_for(run.suite_name, [run])
     mres = run.metrics.get(metric) or {}
     cols = [Column("category", "Category", "text"),
             Column("value", metric, "number", scale, decimals, ci=True),
@@ -437,7 +445,7 @@ def paired_table(runs: Sequence[Run], metrics: Sequence[str], paired: Paired, *,
             if test is None:
                 continue
             p = test_p_value(test)
-            better = test["difference"] > 0 if higher_is_better(m) else test["difference"] < 0
+            better = test["difference"] > 0 if higher_is_better(m, runs) else test["difference"] < 0
             verdict = ("no significant difference" if p >= alpha else ("B better" if better else "A better"))
             versions = {base.metric_version(m), run.metric_version(m)}
             note = "" if len(versions) == 1 else "metric versions differ: not comparable"
@@ -458,7 +466,7 @@ def prompt_delta_table(runs: Sequence[Run], metric: str, prompts: Sequence[str],
                        href_of: Callable[[int], str] | None = None) -> Table:
     """Per prompt: each run's mean over its images, and its difference from the baseline. `href_of(n)` links
     the n-th prompt to its side-by-side images (default `#p-<n>` on the same page)."""
-    scale, decimals = display_format(runs[0].suite_name, metric)
+    scale, decimals = display_format(runs[0].suite_name, metric, runs)
     info = runs[0].prompts()
     means = [prompt_means(r, metric) for r in runs]
     cols = [Column("prompt_id", "Prompt id", "text"), Column("category", "Category", "text"),
@@ -486,8 +494,8 @@ def prompt_delta_table(runs: Sequence[Run], metric: str, prompts: Sequence[str],
 
 def category_compare_table(runs: Sequence[Run], metric: str, *, table_id: str) -> Table:
     """Per category, each run's value (with interval) side by side."""
-    scale, decimals = display_format(runs[0].suite_name, metric)
-    layout = layout_for(runs[0].suite_name)
+    scale, decimals = display_format(runs[0].suite_name, metric, runs)
+    layout = layout_for(runs[0].suite_name, runs)
     labels: dict[str, str] = {}
     if layout is not None and metric in layout.metrics:
         labels = {cat: label for label, cat in layout.columns if cat}

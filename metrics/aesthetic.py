@@ -20,7 +20,6 @@ The score is the raw head output (an AVA-like 1-10 rating with the real weights)
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,10 +30,25 @@ from torch import nn
 
 from paintbench.metrics import backbones
 from paintbench.metrics import weights as wts
-from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.heads import HEAD_LINEAR_INDICES, HEAD_WIDTHS, LinearMLPHead
 from paintbench.metrics.images import ImageBatch, as_image_batch
 from paintbench.metrics.preprocess import clip_pil_batch, clip_tensor
+
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+METRICS = [{
+    "name": "aesthetic", "provider": "AestheticProvider", "tiny_writer": "write_tiny_weights",
+    "version": "laion-aesthetic-v2/1", "higher_is_better": True, "nominal_range": (1.0, 10.0),
+    "summary": "LAION improved aesthetic predictor v2 (OpenAI CLIP ViT-L/14 + linear MLP head)",
+    "weights": ("aesthetic-head", "clip-vit-l-14"), "needs_prompt": False, "display": (1.0, 3),
+}]
+WEIGHTS = [
+    {"name": "aesthetic-head", "filename": "sac+logos+ava1-l14-linearMSE.pth",
+     "description": "LAION improved aesthetic predictor v2 MLP head",
+     "url": "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+            "sac+logos+ava1-l14-linearMSE.pth", "size_bytes": 3_714_759},
+]
 
 HEAD_WEIGHT = "aesthetic-head"
 CLIP_WEIGHT = "clip-vit-l-14"
@@ -136,11 +150,8 @@ class AestheticProvider(Provider):
     def __init__(
         self,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        batch_size: int = 32,
-        weights: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        weights_dir: str | os.PathLike[str] | None = None,
+        device: Device = "cpu", dtype: DType = torch.float32, batch_size: int = 32,
+        weights: WeightsArg = None, weights_dir: PathArg = None,
     ) -> None:
         super().__init__(device=device, dtype=dtype, batch_size=batch_size)
         # The head first: it is the provider's primary weight and a missing one should be reported
@@ -190,12 +201,7 @@ class AestheticProvider(Provider):
                 parts.append(l2_normalize(self.image_features(batch.slice(start, min(start + self.batch_size, n)))))
         return torch.cat(parts) if parts else torch.empty(0, clip_embed_dim(self.clip), device=self.device)
 
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         features = self.image_features(images)
         norms = torch.linalg.vector_norm(features, ord=2, dim=-1)
         values = self.head(l2_normalize(features)).squeeze(-1)
@@ -334,8 +340,8 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "a
     runs the real loaders at toy size. Scores are meaningless; they only exercise the code."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    clip_file = directory / wts.CATALOG[CLIP_WEIGHT].filename
-    head_file = directory / wts.CATALOG[HEAD_WEIGHT].filename
+    clip_file = directory / wts.catalog()[CLIP_WEIGHT].filename
+    head_file = directory / wts.catalog()[HEAD_WEIGHT].filename
     torch.save(random_openai_clip_state_dict(TINY_CLIP, seed), clip_file)
     torch.save(random_head_state_dict(TINY_CLIP["embed_dim"], seed), head_file)
     return [clip_file, head_file]

@@ -12,6 +12,17 @@ from pathlib import Path
 
 import torch
 
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+WEIGHTS = [
+    {"name": "clip-vit-l-14", "filename": "ViT-L-14.pt",
+     "description": "OpenAI CLIP ViT-L/14 (TorchScript archive or plain state dict); shared by aesthetic and "
+                    "GenEval's colour classifier",
+     "url": "https://openaipublic.azureedge.net/clip/models/"
+            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+     "sha256": "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "size_bytes": 932_768_134},
+]
+
 _LOCK = threading.Lock()
 _CACHE: dict[tuple[str, str, torch.dtype], torch.nn.Module] = {}
 

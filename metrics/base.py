@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -51,6 +51,15 @@ class Scores:
 
     def tolist(self) -> list[float]:
         return [float(v) for v in self.values.detach().float().cpu()]
+
+
+# The contract's argument types, named once (every provider's signature uses them).
+Device = str | torch.device
+DType = torch.dtype | str
+PathArg = str | os.PathLike[str] | None
+WeightsArg = str | os.PathLike[str] | Mapping[str, Any] | None  # one file, or weight name -> file
+Prompts = list[str] | None
+Metadata = list[dict[str, Any]] | None
 
 
 class Provider(ABC):
@@ -157,12 +166,7 @@ class Provider(ABC):
         return out
 
     @abstractmethod
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         """Score one batch of at most `batch_size` samples."""
 
 

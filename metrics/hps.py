@@ -49,15 +49,34 @@ import torch
 import torch.nn.functional as torch_f
 from torch import nn
 
-from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch, as_image_batch, pil_to_tensor
 from paintbench.metrics.preprocess import normalize
-from paintbench.metrics.weights import CATALOG, fingerprint, load_state_dict, pick
+from paintbench.metrics.weights import catalog, fingerprint, load_state_dict, pick
 
 IMAGE_SIZE = 224
 CONTEXT_LENGTH = 77
 TOKENIZER_NAME = "ViT-H-14"  # hard-coded in hpsv2.score, whatever the architecture
 DEFAULT_ARCH = "ViT-H-14"
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+METRICS = [
+    {"name": "hps-v2", "provider": "HPSv2Provider", "tiny_writer": "write_tiny_weights", "version": "hps-v2.0/1",
+     "higher_is_better": True, "nominal_range": (0.0, 0.4), "display": (100.0, 2), "weights": ("hps-v2",),
+     "summary": "Human Preference Score v2.0 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
+     "aliases": ("hpsv2", "hps-v2.0")},
+    {"name": "hps-v2.1", "provider": "HPSv21Provider", "tiny_writer": "write_tiny_weights", "version": "hps-v2.1/1",
+     "higher_is_better": True, "nominal_range": (0.0, 0.4), "display": (100.0, 2), "weights": ("hps-v2.1",),
+     "summary": "Human Preference Score v2.1 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
+     "aliases": ("hpsv2.1", "hpsv21")},
+]
+WEIGHTS = [
+    {"name": "hps-v2", "filename": "HPS_v2_compressed.pt", "description": "HPS v2.0 (fine-tuned OpenCLIP ViT-H-14, fp16)",
+     "hf_repo": "xswu/HPSv2"},
+    {"name": "hps-v2.1", "filename": "HPS_v2.1_compressed.pt",
+     "description": "HPS v2.1 (fine-tuned OpenCLIP ViT-H-14, fp16)", "hf_repo": "xswu/HPSv2", "size_bytes": 1_972_484_501},
+]
+
 TINY_ARCH = "paintbench-hps-tiny"
 
 # open_clip model configs (the vendored hpsv2 JSON files; open_clip 3.3.0 ships the same values). Kept
@@ -353,11 +372,8 @@ class HPSProvider(Provider):
     def __init__(
         self,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        batch_size: int = 32,
-        weights: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        weights_dir: str | os.PathLike[str] | None = None,
+        device: Device = "cpu", dtype: DType = torch.float32, batch_size: int = 32,
+        weights: WeightsArg = None, weights_dir: PathArg = None,
         arch: str | None = None,
     ) -> None:
         super().__init__(device=device, dtype=dtype, batch_size=batch_size)
@@ -369,10 +385,10 @@ class HPSProvider(Provider):
         """v2.0 and v2.1 scores are not comparable: a file carrying the other version's official name
         is refused rather than silently scored under this version's label."""
         for name, (weight, version) in VERSIONS.items():
-            if weight != self.weight_name and path.name == CATALOG[weight].filename:
+            if weight != self.weight_name and path.name == catalog()[weight].filename:
                 raise ValueError(
                     f"{self.name}: {path} is the HPS {version} checkpoint ({name}); this provider loads only "
-                    f"{CATALOG[self.weight_name].filename}"
+                    f"{catalog()[self.weight_name].filename}"
                 )
 
     def provenance(self) -> dict[str, Any]:
@@ -424,12 +440,7 @@ class HPSProvider(Provider):
                 out.append(self.model.encode_text(tokens, normalize=normalize))
         return torch.cat(out) if out else torch.empty(0, device=self.device)
 
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         assert prompts is not None  # `score` enforces one prompt per image
         image_features = self.encode_images(images)
         text_features = self.encode_texts(prompts)
@@ -489,6 +500,6 @@ def write_tiny_weights(directory: str | os.PathLike[str], *, seed: int = 0, metr
     weight, _ = VERSIONS[name]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / CATALOG[weight].filename
+    path = directory / catalog()[weight].filename
     torch.save({"state_dict": tiny_state_dict(seed * 2 + _TINY_SEED_OFFSET[name])}, path)
     return [path]

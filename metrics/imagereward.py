@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import warnings
 from collections import OrderedDict
@@ -41,11 +40,30 @@ import torch
 
 from paintbench.errors import InputError
 from paintbench.metrics import weights as wts
-from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.blip import ImageRewardNet, TextConfig, VisionConfig
 from paintbench.metrics.heads import head_shapes
 from paintbench.metrics.images import ImageBatch, as_image_batch
 from paintbench.metrics.preprocess import clip_pil, clip_tensor
+
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+METRICS = [{
+    "name": "imagereward", "provider": "ImageRewardProvider", "tiny_writer": "write_tiny_weights",
+    "version": "imagereward-v1.0/1", "higher_is_better": True, "nominal_range": (-2.5, 2.5),
+    "summary": "ImageReward v1.0 (BLIP ViT-L/16 + BERT cross-attention + MLP), z-scored reward",
+    "weights": ("imagereward", "imagereward-med-config", "bert-base-uncased"), "display": (1.0, 3),
+}]
+WEIGHTS = [
+    {"name": "imagereward", "filename": "ImageReward.pt", "description": "ImageReward v1.0 checkpoint (BLIP + MLP state dict)",
+     "hf_repo": "THUDM/ImageReward", "size_bytes": 1_786_880_927},
+    {"name": "imagereward-med-config", "filename": "med_config.json",
+     "description": "ImageReward's BERT config (optional: BLIP's values are built in)", "hf_repo": "THUDM/ImageReward",
+     "optional": True},
+    {"name": "bert-base-uncased", "filename": "bert-base-uncased", "description": "BERT tokenizer folder used by ImageReward",
+     "hf_repo": "google-bert/bert-base-uncased", "files": ("vocab.txt", "tokenizer_config.json"),
+     "sha256": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"},  # of vocab.txt
+]
 
 CHECKPOINT_WEIGHT = "imagereward"
 MED_CONFIG_WEIGHT = "imagereward-med-config"
@@ -330,11 +348,8 @@ class ImageRewardProvider(Provider):
     def __init__(
         self,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        batch_size: int = 32,
-        weights: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        weights_dir: str | os.PathLike[str] | None = None,
+        device: Device = "cpu", dtype: DType = torch.float32, batch_size: int = 32,
+        weights: WeightsArg = None, weights_dir: PathArg = None,
     ) -> None:
         super().__init__(device=device, dtype=dtype, batch_size=batch_size)
         self.checkpoint_path = wts.pick(CHECKPOINT_WEIGHT, weights, weights_dir, primary=CHECKPOINT_WEIGHT)
@@ -414,12 +429,7 @@ class ImageRewardProvider(Provider):
             raw = self.model.head(features).squeeze(-1)
             return ImageRewardTrace(pixels, index, embeds, ids, mask, features, raw, reward_from_raw(raw))
 
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         assert prompts is not None  # needs_prompt: the base class has checked it
         t = self.trace(images, prompts)
         details = [
@@ -470,7 +480,7 @@ def write_bert_tokenizer(directory: Path) -> tuple[Path, int]:
     vocab.txt); without it a small character-level vocab is written, with a warning, which tokenises
     any text but with ids that mean nothing to real weights.
     """
-    folder = directory / wts.CATALOG[TOKENIZER_WEIGHT].filename
+    folder = directory / wts.catalog()[TOKENIZER_WEIGHT].filename
     folder.mkdir(parents=True, exist_ok=True)
     try:
         from importlib.resources import files
@@ -513,8 +523,8 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "i
             state[key] = torch.arange(shape[1]).expand(shape).contiguous()
         else:
             state[key] = make_tensor(key, shape, official_fill(key, shape), "float32", seed)
-    checkpoint = directory / wts.CATALOG[CHECKPOINT_WEIGHT].filename
-    med_file = directory / wts.CATALOG[MED_CONFIG_WEIGHT].filename
+    checkpoint = directory / wts.catalog()[CHECKPOINT_WEIGHT].filename
+    med_file = directory / wts.catalog()[MED_CONFIG_WEIGHT].filename
     torch.save(state, checkpoint)
     med_file.write_text(json.dumps(med, indent=2))
     return [checkpoint, med_file, tokenizer_dir]

@@ -1,17 +1,23 @@
 """The lazy provider registry.
 
-Each provider is declared here as data (`ProviderSpec`): what it measures, its protocol version, its
-direction and range, and the weight files it needs. The implementing class is named by a string
-(`module:Class`) and imported only by `get`, so `available()` and `paintbench metrics` never import
-model code. Code that lives outside `metrics` (the harness's shapes-world detector, a user's own
-metric) adds itself with `register`; `metrics` never imports it.
+A metric is one module: beside its provider class it declares what it is (`METRICS`: name, protocol
+version, direction, range, weight files, tiny-weight writer) and the weight files it reads (`WEIGHTS`:
+official file names and sources), as plain literals. The registry reads those literals from the module's
+source (`ast.literal_eval`) without importing it, so `available()`, `spec()` and `paintbench metrics`
+never import torch or model code; `get` imports the module only when a provider is built.
+
+Adding a built-in metric is one module plus its line in `BUILTIN_MODULES`. Code that lives outside
+`metrics` (the harness's shapes-world detector, a user's own metric) adds itself with `register`, or
+through the `paintbench.metrics` entry point; `metrics` never imports it.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from paintbench.errors import UnknownNameError
@@ -35,12 +41,63 @@ class ProviderSpec:
     weights: tuple[str, ...] = ()
     needs_prompt: bool = True
     aliases: tuple[str, ...] = field(default=())
+    tiny_writer: str | None = None  # `module:function` writing tiny checkpoints in the official formats
+    display: tuple[float, int] = (1.0, 4)  # (scale, decimals) of the metric on report pages
 
 
 _REGISTRY: dict[str, ProviderSpec] = {}
 _ALIASES: dict[str, str] = {}
 _PLUGIN_GROUP = "paintbench.metrics"
 _plugins_loaded = False
+_builtins_loaded = False
+
+# The built-in metric modules (paths under this package): one line per metric module. Each declares
+# `METRICS` and/or `WEIGHTS` as literals (see the module docstring); `backbones` holds shared weights.
+BUILTIN_MODULES = (
+    "backbones",
+    "aesthetic",
+    "imagereward",
+    "hps",
+    "geneval/provider",
+    "dpg/provider",
+)
+_PACKAGE = "paintbench.metrics"
+_ROOT = Path(__file__).resolve().parent
+
+
+def read_declarations(path: Path) -> dict[str, Any]:
+    """The module-level literals `METRICS` and `WEIGHTS` of a source file, read without importing it."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(target, ast.Name) and target.id in ("METRICS", "WEIGHTS") and node.value is not None:
+            try:
+                found[target.id] = ast.literal_eval(node.value)
+            except ValueError as e:
+                raise ValueError(f"{path}: {target.id} must be a literal (the registry reads it without "
+                                 f"importing the module): {e}") from None
+    return found
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    from paintbench.metrics.weights import WeightSpec, register_weight
+
+    for rel in BUILTIN_MODULES:
+        module = f"{_PACKAGE}.{rel.replace('/', '.')}"
+        decl = read_declarations(_ROOT / f"{rel}.py")
+        for w in decl.get("WEIGHTS", []):
+            register_weight(WeightSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in w.items()}))
+        for m in decl.get("METRICS", []):
+            m = dict(m)
+            provider, writer = m.pop("provider"), m.pop("tiny_writer", None)
+            register(ProviderSpec(target=f"{module}:{provider}", tiny_writer=writer and f"{module}:{writer}",
+                                  **{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()}))
 
 
 def _load_plugins() -> None:
@@ -74,6 +131,7 @@ def _load_plugins() -> None:
 
 def register(spec: ProviderSpec, *, replace: bool = False) -> None:
     """Add a provider. Raises if the name is taken, unless `replace`."""
+    _load_builtins()
     if spec.name in _REGISTRY and not replace:
         raise ValueError(f"metric {spec.name!r} is already registered ({_REGISTRY[spec.name].target})")
     _REGISTRY[spec.name] = spec
@@ -83,12 +141,14 @@ def register(spec: ProviderSpec, *, replace: bool = False) -> None:
 
 def available() -> list[str]:
     """Names of all registered providers, sorted."""
+    _load_builtins()
     _load_plugins()
     return sorted(_REGISTRY)
 
 
 def spec(name: str) -> ProviderSpec:
     """The spec of `name` (or an alias); unknown names raise `KeyError` with close matches."""
+    _load_builtins()
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         _load_plugins()
@@ -121,66 +181,3 @@ class UnknownMetricError(UnknownNameError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
-
-
-# -- the built-in providers -------------------------------------------------------------------------
-register(ProviderSpec(
-    name="aesthetic",
-    target="paintbench.metrics.aesthetic:AestheticProvider",
-    version="laion-aesthetic-v2/1",
-    higher_is_better=True,
-    nominal_range=(1.0, 10.0),
-    summary="LAION improved aesthetic predictor v2 (OpenAI CLIP ViT-L/14 + linear MLP head)",
-    weights=("aesthetic-head", "clip-vit-l-14"),
-    needs_prompt=False,
-))
-register(ProviderSpec(
-    name="imagereward",
-    target="paintbench.metrics.imagereward:ImageRewardProvider",
-    version="imagereward-v1.0/1",
-    higher_is_better=True,
-    nominal_range=(-2.5, 2.5),
-    summary="ImageReward v1.0 (BLIP ViT-L/16 + BERT cross-attention + MLP), z-scored reward",
-    weights=("imagereward", "imagereward-med-config", "bert-base-uncased"),
-))
-register(ProviderSpec(
-    name="hps-v2",
-    target="paintbench.metrics.hps:HPSv2Provider",
-    version="hps-v2.0/1",
-    higher_is_better=True,
-    nominal_range=(0.0, 0.4),
-    summary="Human Preference Score v2.0 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
-    weights=("hps-v2",),
-    aliases=("hpsv2", "hps-v2.0"),
-))
-register(ProviderSpec(
-    name="hps-v2.1",
-    target="paintbench.metrics.hps:HPSv21Provider",
-    version="hps-v2.1/1",
-    higher_is_better=True,
-    nominal_range=(0.0, 0.4),
-    summary="Human Preference Score v2.1 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
-    weights=("hps-v2.1",),
-    aliases=("hpsv2.1", "hpsv21"),
-))
-register(ProviderSpec(
-    name="geneval",
-    target="paintbench.metrics.geneval.provider:GenEvalProvider",
-    version="geneval-1.0/1",
-    higher_is_better=True,
-    nominal_range=(0.0, 1.0),
-    summary="GenEval object check (Mask2Former Swin-S COCO + CLIP ViT-L/14 colour): Flow-GRPO reward "
-    "(default) or GenEval's 0/1 correctness (value='correct')",
-    weights=("geneval-mask2former", "clip-vit-l-14"),
-))
-register(ProviderSpec(
-    name="dpg",
-    target="paintbench.metrics.dpg.provider:DPGProvider",
-    version="dpg-bench/1",
-    higher_is_better=True,
-    nominal_range=(0.0, 1.0),
-    summary="DPG-Bench (ELLA): mPLUG-large VQA on the 4 tiles of a 2x2 grid, dependency-aware yes rate "
-    "per prompt (official or fixed rules)",
-    weights=("mplug-vqa-large",),
-    needs_prompt=False,
-))

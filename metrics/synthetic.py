@@ -68,42 +68,23 @@ def build_state_dict(entries: list[Mapping[str, Any]], seed: int, *, expected_di
 
 
 # -- tiny checkpoints in official formats ---------------------------------------------------------
-TINY_WRITERS = {
-    "aesthetic": "paintbench.metrics.aesthetic:write_tiny_weights",
-    "imagereward": "paintbench.metrics.imagereward:write_tiny_weights",
-    "hps-v2": "paintbench.metrics.hps:write_tiny_weights",
-    "hps-v2.1": "paintbench.metrics.hps:write_tiny_weights",
-    "geneval": "paintbench.metrics.geneval.provider:write_tiny_weights",
-    "dpg": "paintbench.metrics.dpg.mplug:write_tiny_weights",
-}
-
-
 def write_tiny_weights(metric: str, directory: str | Path, *, seed: int = 0) -> list[Path]:
-    """Write random tiny checkpoints for `metric` into `directory` under the official file names."""
+    """Write random tiny checkpoints for `metric` into `directory` under the official file names (the
+    writer its module declares as `tiny_writer`)."""
+    from paintbench.errors import InputError
     from paintbench.metrics.registry import spec
 
-    name = spec(metric).name
-    try:
-        target = TINY_WRITERS[name]
-    except KeyError:
-        raise ValueError(f"no tiny checkpoint writer for metric {metric!r}") from None
-    module, _, attr = target.partition(":")
+    s = spec(metric)
+    if s.tiny_writer is None:
+        raise InputError(f"metric {s.name!r} has no tiny checkpoint writer")
+    module, _, attr = s.tiny_writer.partition(":")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return getattr(importlib.import_module(module), attr)(directory, seed=seed, metric=name)
+    return getattr(importlib.import_module(module), attr)(directory, seed=seed, metric=s.name)
 
 
-def register_tiny_writer(metric: str, target: str) -> None:
-    """Let a provider defined outside this package offer tiny weights (`module:function`)."""
-    TINY_WRITERS[metric] = target
+def tiny_metrics() -> list[str]:
+    """The metrics that can write tiny checkpoints."""
+    from paintbench.metrics.registry import available, spec
 
-
-def random_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int, *, std: float = 0.02,
-                      norm_keys: Iterable[str] = ()) -> OrderedDict[str, torch.Tensor]:
-    """Random tensors for a tiny model: normal(0, std), LayerNorm weights around 1 (keys in `norm_keys`)."""
-    norms = set(norm_keys)
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for k, s in shapes.items():
-        fill = {"kind": "normal", "mean": 1.0 if k in norms else 0.0, "std": std}
-        out[k] = make_tensor(k, s, fill, "float32", seed)
-    return out
+    return [m for m in available() if spec(m).tiny_writer is not None]

@@ -65,98 +65,24 @@ class WeightSpec:
         return self.url or "(no public source)"
 
 
-CATALOG: dict[str, WeightSpec] = {
-    s.name: s
-    for s in [
-        WeightSpec(
-            name="clip-vit-l-14",
-            filename="ViT-L-14.pt",
-            description="OpenAI CLIP ViT-L/14 (TorchScript archive or plain state dict); shared by "
-            "aesthetic and GenEval's colour classifier",
-            url="https://openaipublic.azureedge.net/clip/models/"
-            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
-            sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
-            size_bytes=932_768_134,
-        ),
-        WeightSpec(
-            name="aesthetic-head",
-            filename="sac+logos+ava1-l14-linearMSE.pth",
-            description="LAION improved aesthetic predictor v2 MLP head",
-            url="https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
-            "sac+logos+ava1-l14-linearMSE.pth",
-            size_bytes=3_714_759,
-        ),
-        WeightSpec(
-            name="imagereward",
-            filename="ImageReward.pt",
-            description="ImageReward v1.0 checkpoint (BLIP + MLP state dict)",
-            hf_repo="THUDM/ImageReward",
-            size_bytes=1_786_880_927,
-        ),
-        WeightSpec(
-            name="imagereward-med-config",
-            filename="med_config.json",
-            description="ImageReward's BERT config (optional: BLIP's values are built in)",
-            hf_repo="THUDM/ImageReward",
-            optional=True,
-        ),
-        WeightSpec(
-            name="bert-base-uncased",
-            filename="bert-base-uncased",
-            description="BERT tokenizer folder used by ImageReward",
-            hf_repo="google-bert/bert-base-uncased",
-            files=("vocab.txt", "tokenizer_config.json"),
-            sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",  # of vocab.txt
-        ),
-        WeightSpec(
-            name="geneval-mask2former",
-            filename="mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth",
-            description="GenEval's detector: mmdet Mask2Former Swin-S COCO instance (the mmdet v2.0 release "
-            "GenEval's download_models.sh fetches, saved under GenEval's name; its mmdet 3.x conversion also loads)",
-            url="https://download.openmmlab.com/mmdetection/v2.0/mask2former/"
-            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
-            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth",
-        ),
-        WeightSpec(
-            name="mask2former-swin-s-coco-hf",
-            filename="mask2former-swin-small-coco-instance",
-            description="Mask2Former Swin-S COCO instance in transformers format (a Detectron2 training, NOT "
-            "GenEval's weights; only with detector='hf')",
-            hf_repo="facebook/mask2former-swin-small-coco-instance",
-            files=("config.json", "model.safetensors"),
-            optional=True,
-        ),
-        WeightSpec(
-            name="mplug-vqa-large",
-            filename="mplug_visual-question-answering_coco_large_en",
-            description="mPLUG-large VQA, DPG-Bench's answer model: an unmodified ModelScope model folder "
-            "(damo/mplug_visual-question-answering_coco_large_en, now iic/...). Download it on a machine "
-            "with network access: `modelscope download --model "
-            "damo/mplug_visual-question-answering_coco_large_en --local_dir DIR`",
-            files=("pytorch_model.bin", "config.yaml", "config_bert.json", "vocab.txt"),
-        ),
-        WeightSpec(
-            name="hps-v2",
-            filename="HPS_v2_compressed.pt",
-            description="HPS v2.0 (fine-tuned OpenCLIP ViT-H-14, fp16)",
-            hf_repo="xswu/HPSv2",
-        ),
-        WeightSpec(
-            name="hps-v2.1",
-            filename="HPS_v2.1_compressed.pt",
-            description="HPS v2.1 (fine-tuned OpenCLIP ViT-H-14, fp16)",
-            hf_repo="xswu/HPSv2",
-            size_bytes=1_972_484_501,
-        ),
-    ]
-}
+# name -> WeightSpec. Filled from the metric modules' `WEIGHTS` declarations on first use of the
+# registry (`catalog()`), and by plugins through `register_weight`.
+CATALOG: dict[str, WeightSpec] = {}
+
+
+def catalog() -> dict[str, WeightSpec]:
+    """Every known weight file: the built-in metrics' declarations, then plugins'."""
+    from paintbench.metrics.registry import available
+
+    available()  # reads the declarations (and plugins) once
+    return CATALOG
 
 
 def register_weight(spec: WeightSpec, *, replace: bool = False) -> None:
     """Add a weight file to the catalog (later issues: the GenEval detector, the mPLUG folder)."""
     if spec.name in CATALOG and not replace:
         raise ValueError(f"weight {spec.name!r} is already in the catalog")
-    CATALOG[spec.name] = spec
+    catalog()[spec.name] = spec
 
 
 class MissingWeightsError(MissingFileError):
@@ -213,7 +139,7 @@ def resolve(
     weights_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Find weight `name` (a `CATALOG` key). See the module docstring for the order."""
-    spec = CATALOG[name]
+    spec = catalog()[name]
     searched: list[str] = []
     if explicit is not None:
         p = Path(explicit).expanduser()
@@ -265,8 +191,8 @@ def pick(
         # (ImageReward.pt beside med_config.json and bert-base-uncased/), then in the usual places.
         folder = Path(weights).expanduser()
         folder = folder if folder.is_dir() else folder.parent
-        sibling = folder / CATALOG[name].filename
-        if _present(sibling, CATALOG[name]):
+        sibling = folder / catalog()[name].filename
+        if _present(sibling, catalog()[name]):
             return sibling
     return resolve(name, explicit=explicit, weights_dir=weights_dir)
 
@@ -333,7 +259,7 @@ def _is_torchscript(path: Path) -> bool:
 # -- fetching (online users) ----------------------------------------------------------------------
 def fetch(name: str, dest: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
     """Download weight `name` into `dest` (default: the weights directory) and check its sha256."""
-    spec = CATALOG[name]
+    spec = catalog()[name]
     directory = Path(dest).expanduser() if dest is not None else default_weights_dir()
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / spec.filename

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from paintbench.metrics.geneval import detector as D
+from paintbench.metrics.geneval.detector.conversion import _HF_UNUSED
 from tests.shared_data import SHARED, require
 
 SCALE = (160, 96)  # a small resize target keeps the tiny model fast; the rules are the same
@@ -302,7 +303,7 @@ def _images(n: int, size=(48, 64), seed=0) -> torch.Tensor:
 
 def test_each_official_format_loads_through_the_key_map_and_detects_identically(tiny):
     model, paths = tiny
-    reference = {k: v for k, v in model.state_dict().items() if not D._HF_UNUSED.search(k)}
+    reference = {k: v for k, v in model.state_dict().items() if not _HF_UNUSED.search(k)}
     images = _images(2)
     outputs = {}
     for fmt, path in paths.items():

@@ -339,3 +339,12 @@ def test_an_output_file_for_out_is_refused(tmp_path, weights, prompts):
     root = write_layout(tmp_path / "imgs", prompts[:1], n_images=1)
     with pytest.raises(UserError, match="give a run directory"):
         _cli([str(root), "--out", str(tmp_path / "results.jsonl"), "--weights-dir", str(weights["dir"])])
+
+
+def test_its_own_output_directory_is_not_taken_for_a_suite_run(tmp_path, weights, prompts):
+    root = write_layout(tmp_path / "imgs", prompts[:1], n_images=1)
+    base = ["--weights-dir", str(weights["dir"]), "--scale", "160,96", "--device", "cpu", "--no-progress"]
+    assert _cli([str(root), "--out", str(tmp_path / "run"), *base]) == 0
+    with pytest.raises(UserError, match=r"output of scoring the folder .*imgs; rerun that command"):
+        _cli([str(tmp_path / "run"), *base[:2]])
+

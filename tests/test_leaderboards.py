@@ -688,3 +688,35 @@ def test_leaderboard_command(runs, train_log, tmp_path, capsys):
 
     with pytest.raises(UserError, match="no such directory"):
         leaderboard.run(bad)
+
+
+def test_a_metric_of_unknown_direction_is_an_error_not_ranked_higher_is_better():
+    """Before, an unregistered metric silently ranked as higher-is-better (the worst run first if it is
+    an error rate). Now: the direction a run recorded in results.json, else a clear error."""
+    from paintbench.errors import UserError
+
+    bad, good = entry(0.5, 0.45, 0.55), entry(0.1, 0.05, 0.15)
+    r = [fake_run("bad", "custom", {"plugin-error-rate": bad}), fake_run("good", "custom", {"plugin-error-rate": good})]
+    with pytest.raises(UserError, match="'plugin-error-rate': its direction is unknown"):
+        tables.suite_tables("custom", r, paired=None)
+    for e in (bad, good):
+        e["higher_is_better"] = False  # as the run engine records it
+    (t,) = tables.suite_tables("custom", r, paired=None)
+    assert [row.cells["model"].value for row in t.rows] == ["good", "bad"]
+
+
+def test_the_layout_comes_from_the_suite_file_or_the_runs_record():
+    """A benchmark is one YAML file: its `leaderboard:` section is the site's table, recorded in results.json."""
+    from paintbench.leaderboards.layouts import layout_for
+
+    assert layout_for("geneval").columns[0] == ("Overall", None)  # shipped suite file
+    assert layout_for("my-bench") is None
+    layout = {"title": "My bench", "metrics": ["shapes-geneval"], "columns": [["All", None], ["Hard", "position"]],
+              "scale": 100.0, "decimals": 1}
+    run = fake_run("a", "my-bench", {"shapes-geneval": entry(0.5, 0.4, 0.6, categories={
+        "position": {"value": 0.25, "ci": [0.2, 0.3], "n_prompts": 10, "n_samples": 40}})})
+    run.results["suite"]["leaderboard"] = layout
+    (t, *_) = tables.suite_tables("my-bench", [run], paired=None)
+    assert t.title.startswith("My bench") or "My bench" in t.title
+    assert [c.label for c in t.columns if c.kind == "number"][:2] == ["All", "Hard"]
+    assert t.rows[0].cells["cat:position"].value == 0.25

@@ -101,3 +101,35 @@ def test_importing_the_metrics_namespace_does_not_import_torch():
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# who may import whom: CLI -> leaderboards / trainer -> harness -> metrics -> plumbing (errors, config)
+ALLOWED = {"metrics": {"metrics"}, "harness": {"harness", "metrics"}, "trainer": {"trainer", "harness", "metrics"},
+           "leaderboards": {"leaderboards", "harness", "metrics"}}
+PLUMBING = {"paintbench.errors", "paintbench.config", "paintbench.__version__"}
+
+
+def test_dependencies_point_one_way():
+    """The graph of the README's architecture section, checked on every import statement (a policy
+    generator reaches the trainer by a registered name, never by an import)."""
+    bad = []
+    for top, allowed in ALLOWED.items():
+        for f in sorted((REPO / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                mods = []
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    mods = [f"{node.module}.{a.name}" if node.module == "paintbench" else node.module for a in node.names]
+                elif isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                for m in mods:
+                    parts = m.split(".")
+                    if parts[0] != "paintbench" or m in PLUMBING or (len(parts) > 1 and parts[1] in allowed):
+                        continue
+                    bad.append(f"{f.relative_to(REPO)}:{node.lineno}: {top} imports {m}")
+    plumbing = [REPO / "paintbench" / "errors.py", REPO / "paintbench" / "config.py", REPO / "paintbench" / "__init__.py"]
+    for f in plumbing:
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("paintbench") and \
+                    node.module != "paintbench.errors":
+                bad.append(f"{f.relative_to(REPO)}:{node.lineno}: plumbing imports {node.module}")
+    assert not bad, "\n".join(bad)

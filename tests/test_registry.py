@@ -13,7 +13,7 @@ from paintbench.metrics.registry import ProviderSpec, UnknownMetricError
 
 def test_listing_imports_no_model_code():
     code = (
-        "import sys, metrics\n"
+        "import sys\nfrom paintbench import metrics\n"
         "names = metrics.available()\n"
         "specs = [metrics.spec(n) for n in names]\n"
         "heavy = [m for m in ('torch', 'open_clip', 'transformers', 'torchvision') if m in sys.modules]\n"
@@ -25,7 +25,7 @@ def test_listing_imports_no_model_code():
 
 
 def test_every_builtin_spec_is_complete():
-    from paintbench.metrics.weights import CATALOG
+    from paintbench.metrics.weights import catalog
 
     for name in metrics.available():
         s = metrics.spec(name)
@@ -34,7 +34,7 @@ def test_every_builtin_spec_is_complete():
         assert s.version and "/" in s.version, name
         assert ":" in s.target, name
         for w in s.weights:
-            assert w in CATALOG, f"{name} needs unknown weight {w}"
+            assert w in catalog(), f"{name} needs unknown weight {w}"
 
 
 def test_unknown_metric_suggests_close_names():
@@ -55,3 +55,35 @@ def test_register_refuses_duplicates_unless_replacing():
                      nominal_range=(0.0, 1.0), summary="dup")
     with pytest.raises(ValueError, match="already registered"):
         metrics.register(s)
+
+
+def test_each_metric_declares_itself_in_its_own_module():
+    """A metric is one module: its spec, weight files and tiny writer are literals beside its provider,
+    read by the registry without importing the module, and they name things that exist there."""
+    import importlib
+
+    from paintbench.metrics.registry import _ROOT, BUILTIN_MODULES, read_declarations
+    from paintbench.metrics.weights import catalog
+
+    declared = set()
+    for rel in BUILTIN_MODULES:
+        decl = read_declarations(_ROOT / f"{rel}.py")
+        module = importlib.import_module("paintbench.metrics." + rel.replace("/", "."))
+        for m in decl.get("METRICS", []):
+            declared.add(m["name"])
+            s = metrics.spec(m["name"])
+            assert s.target == f"{module.__name__}:{m['provider']}" and hasattr(module, m["provider"])
+            assert getattr(module, m["provider"]).name == m["name"]
+            assert s.tiny_writer is None or callable(getattr(module, s.tiny_writer.split(":")[1]))
+        for w in decl.get("WEIGHTS", []):
+            assert catalog()[w["name"]].filename == w["filename"]
+    assert declared | {"shapes-geneval"} == set(metrics.available())
+
+
+def test_a_declaration_that_is_not_a_literal_is_a_clear_error(tmp_path):
+    from paintbench.metrics.registry import read_declarations
+
+    f = tmp_path / "mine.py"
+    f.write_text("import os\nMETRICS = [{'name': os.environ['X']}]\n")
+    with pytest.raises(ValueError, match=r"mine\.py: METRICS must be a literal"):
+        read_declarations(f)

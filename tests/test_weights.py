@@ -67,7 +67,7 @@ def test_hf_cache_is_searched_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code = (
-        "from metrics import weights as W\n"
+        "from paintbench.metrics import weights as W\n"
         f"print(W.resolve('hps-v2', weights_dir={str(tmp_path / 'empty')!r}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
@@ -113,8 +113,8 @@ def test_fetch_checks_sha256_of_what_is_there(tmp_path):
 
 
 def test_catalog_lists_official_names():
-    names = {s.filename for s in W.CATALOG.values()}
+    names = {s.filename for s in W.catalog().values()}
     for official in ("sac+logos+ava1-l14-linearMSE.pth", "ViT-L-14.pt", "ImageReward.pt", "med_config.json",
                      "bert-base-uncased", "HPS_v2_compressed.pt", "HPS_v2.1_compressed.pt"):
         assert official in names
-    json.dumps([s.source for s in W.CATALOG.values()])
+    json.dumps([s.source for s in W.catalog().values()])

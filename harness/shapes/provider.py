@@ -32,7 +32,7 @@ from paintbench.harness.shapes.detector import (
     detect_tokens,
     detections_to_json,
 )
-from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.base import Metadata, Prompts, Provider, Scores
 from paintbench.metrics.geneval import GenEvalOptions, judge, reward
 from paintbench.metrics.images import ImageBatch
 from paintbench.metrics.registry import ProviderSpec
@@ -92,12 +92,7 @@ class ShapesGenEvalProvider(Provider):
             return detect_batch(pil, tolerance=self.tolerance)
         return [detect(im, masks=False, tolerance=self.tolerance) for im in pil]
 
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         _check_metadata(self.name, metadata)
         return self._score_detections(self._detect(images), metadata)
 

@@ -41,6 +41,24 @@ from paintbench.metrics.dpg.scoring import MODES, ItemScore, score_item, summari
 from paintbench.metrics.dpg.vqa import DEFAULT_BACKEND, VQABackend, label, make_backend
 from paintbench.metrics.images import ImageBatch
 
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+METRICS = [{
+    "name": "dpg", "provider": "DPGProvider", "tiny_writer": "write_tiny_weights", "version": "dpg-bench/1",
+    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (100.0, 2), "needs_prompt": False,
+    "summary": "DPG-Bench (ELLA): mPLUG-large VQA on the 4 tiles of a 2x2 grid, dependency-aware yes rate "
+               "per prompt (official or fixed rules)",
+    "weights": ("mplug-vqa-large",),
+}]
+WEIGHTS = [
+    {"name": "mplug-vqa-large", "filename": "mplug_visual-question-answering_coco_large_en",
+     "description": "mPLUG-large VQA, DPG-Bench's answer model: an unmodified ModelScope model folder "
+                    "(damo/mplug_visual-question-answering_coco_large_en, now iic/...). Download it on a machine "
+                    "with network access: `modelscope download --model "
+                    "damo/mplug_visual-question-answering_coco_large_en --local_dir DIR`",
+     "files": ("pytorch_model.bin", "config.yaml", "config_bert.json", "vocab.txt")},
+]
+
 DEFAULT_CSV_NAME = "dpg/dpg_bench.csv"
 
 
@@ -257,3 +275,10 @@ class DPGProvider(Provider):
         s = summarize(self.results, self.mode)  # type: ignore[arg-type]
         s.update(label=self.label, backend=self.backend, vqa_mode=self.vqa_mode, pic_num=self.pic_num)
         return s
+
+
+def write_tiny_weights(directory: str | os.PathLike[str], *, seed: int = 0, metric: str = "dpg") -> list[Path]:
+    """A tiny random mPLUG in the unmodified ModelScope folder layout (`mplug.write_tiny_weights`)."""
+    from paintbench.metrics.dpg.mplug import write_tiny_weights as write_tiny_mplug
+
+    return write_tiny_mplug(directory, seed=seed, metric=metric)

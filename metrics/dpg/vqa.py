@@ -64,6 +64,18 @@ class VQABackend(ABC):
         """Provenance: backend, weights, settings (JSON-serialisable)."""
 
 
+class HFBackend(VQABackend):
+    """A transformers VQA model read from a local folder (`from_pretrained(..., local_files_only=True)`)."""
+
+    def _setup(self, folder: Path, processor_class: Any, device: torch.device | str, max_new_tokens: int,
+               batch_size: int) -> None:
+        self.folder = folder
+        self.device = torch.device(device)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.processor = processor_class.from_pretrained(str(folder), local_files_only=True)
+
+
 def _check_pairs(images: Sequence[Any], questions: Sequence[str]) -> None:
     if len(images) != len(questions):
         raise ValueError(f"{len(images)} images for {len(questions)} questions")
@@ -161,7 +173,7 @@ def _model_dtype(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
-class BlipVQABackend(VQABackend):
+class BlipVQABackend(HFBackend):
     """transformers BLIP VQA. Not comparable with published DPG-Bench numbers (a different model)."""
 
     name = "blip-vqa"
@@ -171,11 +183,7 @@ class BlipVQABackend(VQABackend):
                  max_new_tokens: int = 10, batch_size: int = 16) -> None:
         from transformers import BlipForQuestionAnswering, BlipProcessor
 
-        self.folder = folder
-        self.device = torch.device(device)
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.processor = BlipProcessor.from_pretrained(str(folder), local_files_only=True)
+        self._setup(folder, BlipProcessor, device, max_new_tokens, batch_size)
         self.model = BlipForQuestionAnswering.from_pretrained(str(folder), local_files_only=True,
                                                               **_model_dtype(dtype))
         self.model.to(self.device).eval()
@@ -214,7 +222,7 @@ def yes_no(reply: str) -> str:
     return word if word in ("yes", "no") else reply.strip().lower()
 
 
-class QwenVLBackend(VQABackend):
+class QwenVLBackend(HFBackend):
     """A Qwen-VL chat model (transformers `AutoModelForImageTextToText`) answering Yes/No, greedy.
     Not comparable with published DPG-Bench numbers; the prompt is recorded in `describe()`."""
 
@@ -226,11 +234,7 @@ class QwenVLBackend(VQABackend):
                  max_new_tokens: int = 4, batch_size: int = 8) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        self.folder = folder
-        self.device = torch.device(device)
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.processor = AutoProcessor.from_pretrained(str(folder), local_files_only=True)
+        self._setup(folder, AutoProcessor, device, max_new_tokens, batch_size)
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"  # generation continues every row from its end

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 
 from paintbench.metrics import weights as wts
-from paintbench.metrics.base import Provider, Scores
+from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.geneval.colour import ColourClassifier, crop_pil, crop_tensor
 from paintbench.metrics.geneval.detector import (
     OBJECT_NAMES,
@@ -58,6 +58,29 @@ from paintbench.metrics.geneval.rules import (
     reward_kept,
 )
 from paintbench.metrics.images import ImageBatch, load_image, pil_to_tensor
+
+# What this metric is and which files it reads, as literals: the registry reads them without
+# importing this module (`metrics.registry`).
+METRICS = [{
+    "name": "geneval", "provider": "GenEvalProvider", "tiny_writer": "write_tiny_weights", "version": "geneval-1.0/1",
+    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (1.0, 3),
+    "summary": "GenEval object check (Mask2Former Swin-S COCO + CLIP ViT-L/14 colour): Flow-GRPO reward "
+               "(default) or GenEval's 0/1 correctness (value='correct')",
+    "weights": ("geneval-mask2former", "clip-vit-l-14"),
+}]
+WEIGHTS = [
+    {"name": "geneval-mask2former", "filename": "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco.pth",
+     "description": "GenEval's detector: mmdet Mask2Former Swin-S COCO instance (the mmdet v2.0 release GenEval's "
+                    "download_models.sh fetches, saved under GenEval's name; its mmdet 3.x conversion also loads)",
+     "url": "https://download.openmmlab.com/mmdetection/v2.0/mask2former/"
+            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco/"
+            "mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth"},
+    {"name": "mask2former-swin-s-coco-hf", "filename": "mask2former-swin-small-coco-instance",
+     "description": "Mask2Former Swin-S COCO instance in transformers format (a Detectron2 training, NOT GenEval's "
+                    "weights; only with detector='hf')",
+     "hf_repo": "facebook/mask2former-swin-small-coco-instance", "files": ("config.json", "model.safetensors"),
+     "optional": True},
+]
 
 DETECTOR_WEIGHT = "geneval-mask2former"
 HF_DETECTOR_WEIGHT = "mask2former-swin-s-coco-hf"
@@ -86,11 +109,8 @@ class GenEvalProvider(Provider):
     def __init__(
         self,
         *,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype | str = torch.float32,
-        batch_size: int = 16,
-        weights: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-        weights_dir: str | os.PathLike[str] | None = None,
+        device: Device = "cpu", dtype: DType = torch.float32, batch_size: int = 16,
+        weights: WeightsArg = None, weights_dir: PathArg = None,
         value: Value = "reward",
         mode: Value | None = None,
         options: GenEvalOptions | Mapping[str, Any] | None = None,
@@ -153,12 +173,7 @@ class GenEvalProvider(Provider):
         return out
 
     # -- inference ---------------------------------------------------------------------------------
-    def _score_batch(
-        self,
-        images: ImageBatch,
-        prompts: list[str] | None,
-        metadata: list[dict[str, Any]] | None,
-    ) -> Scores:
+    def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         if metadata is None:
             raise ValueError(
                 "geneval: needs one official metadata record per image (tag, include, optional exclude); "
@@ -295,11 +310,11 @@ def write_tiny_weights(
         elif fmt == "mmdet3":
             target = directory / OFFICIAL_DETECTOR_FILE.replace(".pth", "_mmdet3.pth")
         elif fmt == "hf":
-            target = directory / wts.CATALOG[HF_DETECTOR_WEIGHT].filename
+            target = directory / wts.catalog()[HF_DETECTOR_WEIGHT].filename
         else:
             raise ValueError(f"unknown detector format {fmt!r} (mmdet2, mmdet3, hf)")
         written.append(save_checkpoint(model, TINY_CONFIG, target, fmt))  # type: ignore[arg-type]
-    clip_file = directory / wts.CATALOG[CLIP_WEIGHT].filename
+    clip_file = directory / wts.catalog()[CLIP_WEIGHT].filename
     torch.save(random_openai_clip_state_dict(TINY_CLIP, seed), clip_file)
     written.append(clip_file)
     return written

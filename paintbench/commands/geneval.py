@@ -29,6 +29,7 @@ from pathlib import Path
 from paintbench.errors import UserError
 
 EXIT_SOME_FAILED = 3
+FOLDER_SUITE_FORMATS = ("geneval-folder", "dpg-folder", "image-folder")  # harness.folders
 
 # Flags that only apply to a folder in GenEval's layout, with their defaults. On a paintbench run
 # directory the scores go into the run itself, with the run's (official) GenEval settings, so these
@@ -152,6 +153,10 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
     refuse_folder_only_flags(root, args)
     rd = RunDir(root)
     doc = rd.read_config()
+    prompts = (doc.get("suite") or {}).get("prompts") or {}
+    if prompts.get("format") in FOLDER_SUITE_FORMATS:
+        raise UserError(f"{root} is the output of scoring the folder {prompts.get('source')}; rerun that command "
+                        f"(`paintbench geneval {prompts.get('source')} --out {root}`) to resume it")
     old = doc.get("eval", {})
     names = list(dict.fromkeys([m["name"] for m in doc.get("metrics", [])] + ["geneval"]))  # keep the run's metrics
     options = {"mode": "correct", "detector": args.detector}

@@ -21,8 +21,8 @@ def provider_rows(weights_dir: str | None) -> list[dict]:
         files = {}
         for w in s.weights:
             found = W.find(w, weights_dir)
-            files[W.CATALOG[w].filename] = str(found) if found else None
-        required = [W.CATALOG[w].filename for w in s.weights if not W.CATALOG[w].optional]
+            files[W.catalog()[w].filename] = str(found) if found else None
+        required = [W.catalog()[w].filename for w in s.weights if not W.catalog()[w].optional]
         missing = [f for f in required if files[f] is None]
         rows.append({
             "name": name,

@@ -40,27 +40,27 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list(args)
     if args.action == "path":
-        if args.name not in W.CATALOG:
-            raise UserError(f"unknown weight {args.name!r}; known: {', '.join(sorted(W.CATALOG))}")
+        if args.name not in W.catalog():
+            raise UserError(f"unknown weight {args.name!r}; known: {', '.join(sorted(W.catalog()))}")
         print(W.resolve(args.name, weights_dir=args.weights_dir))
         return 0
     if args.action == "fetch":
-        names = (sorted(n for n, w in W.CATALOG.items() if w.url or w.hf_repo) if args.name == ["all"]
+        names = (sorted(n for n, w in W.catalog().items() if w.url or w.hf_repo) if args.name == ["all"]
                  else args.name)
         if args.name == ["all"]:
-            for n, w in sorted(W.CATALOG.items()):
+            for n, w in sorted(W.catalog().items()):
                 if not (w.url or w.hf_repo):
                     print(f"{n}: no public download source; {w.description}")
         for n in names:
-            if n not in W.CATALOG:
-                raise UserError(f"unknown weight {n!r}; known: {', '.join(sorted(W.CATALOG))}")
+            if n not in W.catalog():
+                raise UserError(f"unknown weight {n!r}; known: {', '.join(sorted(W.catalog()))}")
         for n in names:
             print(f"{n}: {W.fetch(n, args.dest)}")
         return 0
     if args.action == "make-tiny":
-        from paintbench.metrics.synthetic import TINY_WRITERS, write_tiny_weights
+        from paintbench.metrics.synthetic import tiny_metrics, write_tiny_weights
 
-        chosen = args.metric or sorted(TINY_WRITERS)
+        chosen = args.metric or tiny_metrics()
         for m in chosen:
             for path in write_tiny_weights(m, args.dest, seed=args.seed):
                 print(f"{m}: {path}")
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     users = used_by()
     rows = []
-    for name, spec in sorted(W.CATALOG.items()):
+    for name, spec in sorted(W.catalog().items()):
         found = W.find(name, args.weights_dir)
         rows.append({
             "name": name,
