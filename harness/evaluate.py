@@ -36,7 +36,7 @@ from paintbench.harness.config import EvalConfig
 from paintbench.harness.dist import Dist, derive_seed, shard
 from paintbench.harness.generators import GENERATORS, make_generator, parse_spec
 from paintbench.harness.generators.base import GeneratorError, Request
-from paintbench.harness.rundir import JsonlAppender, RunDir
+from paintbench.harness.rundir import JsonlAppender, RunDir, write_json
 from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite
 
 
@@ -107,7 +107,7 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
             rd.merge(order, [m.name for m in metrics_])
             results = build_results(rd, suite, items, ipp, metrics_, cfg, dist, timing={
                 "wall_s": time.time() - started, "generation_s": t_score - t_gen, "scoring_s": time.time() - t_score})
-            _write_json(rd.results_path, results)
+            write_json(rd.results_path, results)
             rd.log("done", wall_s=time.time() - started)
         dist.barrier()
         return results
@@ -337,7 +337,7 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
                             f"rerun with the original settings, or recompute them all with --rescore {m.name}")
     if dist.is_main:
         prov_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(prov_path, current)
+        write_json(prov_path, current)
     bar = tqdm(total=len(pending), desc=f"score {m.name}", unit="img", disable=not show, file=sys.stderr)
     batches = [pending[i : i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
     decode = getattr(provider, "decode", None)  # plugins without the hook get paths
@@ -390,7 +390,7 @@ def _check_requested_settings(rd: RunDir, m: SuiteMetric, cfg: EvalConfig, score
                             "(for `paintbench geneval`, `dpg eval` and `score`: a new --out)")
     if write:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(path, wanted)
+        write_json(path, wanted)
 
 
 def _provider(m: SuiteMetric, cfg: EvalConfig, device: str):
@@ -512,9 +512,3 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from paintbench.harness.folders import FolderInput
-from paintbench.harness.rundir import RunDir, read_jsonl
+from paintbench.harness.rundir import RunDir, read_jsonl, write_json, write_jsonl
 
 
 def _records(rd: RunDir, metric: str) -> dict[tuple[str, int], dict[str, Any]]:
@@ -30,21 +28,6 @@ def _records(rd: RunDir, metric: str) -> dict[tuple[str, int], dict[str, Any]]:
 
 def _generation_failures(rd: RunDir) -> dict[tuple[str, int], str]:
     return {(str(f["prompt_id"]), int(f["sample_index"])): str(f["error"]) for f in rd.generation_failures()}
-
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 # -- GenEval -------------------------------------------------------------------------------------------
@@ -74,7 +57,7 @@ def geneval_report(rd: RunDir, fi: FolderInput) -> GenEvalReport:
                 lines.append({"filename": filename, "tag": (it.metadata or {}).get("tag"),
                               "metadata": json.dumps(it.metadata), "error": why})
                 errors.append(why)
-    _write_jsonl(rd.root / "results.jsonl", lines)
+    write_jsonl(rd.root / "results.jsonl", lines)
     rows = [r for r in lines if "correct" in r]
     summary = summarize(rows) if rows else None
     parts = [format_summary(summary) if summary is not None else "No images were scored.\n"]
@@ -177,7 +160,7 @@ def score_report(rd: RunDir, fi: FolderInput, extra: dict[str, Any] | None = Non
         if errors:
             row["errors"] = errors
         rows.append(row)
-    _write_jsonl(rd.root / "scores.jsonl", rows)
+    write_jsonl(rd.root / "scores.jsonl", rows)
     per_metric = {}
     for m in metrics:
         xs = [r["scores"][m] for r in rows if m in r["scores"]]

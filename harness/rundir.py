@@ -263,3 +263,19 @@ def _write_sorted(path: Path, records: dict[Key, dict[str, Any]], order: list[Ke
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Replace `path` atomically (a reader sees the old or the new file, never half of one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace a JSONL file atomically, one record per line, in the given order."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)

@@ -88,3 +88,14 @@ def tiny_metrics() -> list[str]:
     from paintbench.metrics.registry import available, spec
 
     return [m for m in available() if spec(m).tiny_writer is not None]
+
+
+def random_state_dict(shapes: Mapping[str, tuple[int, ...]], seed: int, *, std: float = 0.02,
+                      norm_keys: Iterable[str] = ()) -> OrderedDict[str, torch.Tensor]:
+    """Random tensors for a tiny model: normal(0, std), LayerNorm weights around 1 (keys in `norm_keys`)."""
+    norms = set(norm_keys)
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, s in shapes.items():
+        fill = {"kind": "normal", "mean": 1.0 if k in norms else 0.0, "std": std}
+        out[k] = make_tensor(k, s, fill, "float32", seed)
+    return out

@@ -111,9 +111,9 @@ def metric_options(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from paintbench.harness.config import EvalConfig
-    from paintbench.harness.folder_reports import geneval_report, write_json
+    from paintbench.harness.folder_reports import geneval_report
     from paintbench.harness.folders import read_geneval_folder, run_folder
-    from paintbench.harness.rundir import RunDir
+    from paintbench.harness.rundir import RunDir, write_json
 
     root = Path(args.dir)
     if not root.is_dir():
