@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from paintbench.errors import UserError
+from paintbench.errors import InputError, UserError
 from paintbench.harness.aggregate import aggregate_metric
 from paintbench.harness.config import EvalConfig
 from paintbench.harness.dist import Dist, derive_seed, shard
@@ -343,7 +343,7 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
     decode = getattr(provider, "decode", None)  # plugins without the hook get paths
     with JsonlAppender(rd.score_part(m.name, dist.rank)) as log, ThreadPoolExecutor(DECODE_WORKERS) as pool:
         def submit(batch: list[dict[str, Any]]) -> list[Future[Any]]:
-            return [pool.submit(_decode, decode, rd.resolve_image(s["image"])) for s in batch]
+            return [pool.submit(_decode, decode, rd.resolve_image(s["image"]), s.get("sha256")) for s in batch]
 
         ahead = deque(submit(b) for b in batches[:DECODE_AHEAD])
         for n, batch in enumerate(batches):
@@ -360,12 +360,18 @@ DECODE_AHEAD = 2  # batches decoded on threads while the device scores the curre
 DECODE_WORKERS = 4
 
 
-def _decode(decode: Any, path: Path) -> Any:
-    """The decoded image, the path itself (a provider without `decode`), or the error, named."""
-    if decode is None:
-        return str(path)
+def _decode(decode: Any, path: Path, recorded_sha256: str | None) -> Any:
+    """The decoded image, the path itself (a provider without `decode`), or the error, named. A file
+    whose bytes no longer match the sha256 its sample recorded is an error: scoring the replacement under
+    the old record would publish numbers for an image nobody generated."""
     try:
-        return decode(path)
+        if recorded_sha256:
+            got = hashlib.sha256(path.read_bytes()).hexdigest()
+            if got != recorded_sha256:
+                raise InputError(f"{path}: the file changed since it was recorded (sha256 {got[:12]}..., the "
+                                 f"run recorded {recorded_sha256[:12]}...); restore it, or score the new images "
+                                 "into a new --out")
+        return str(path) if decode is None else decode(path)
     except Exception as e:  # recorded on that sample with its type and message; the others go on
         return e
 

@@ -54,7 +54,14 @@ from paintbench.leaderboards.model import (
     load_train_log,
     slugify,
 )
-from paintbench.leaderboards.thumbs import ImageRef, ImageStore, file_sha256, image_size
+from paintbench.leaderboards.thumbs import (
+    ImageRef,
+    ImageStore,
+    file_sha256,
+    image_size,
+    missing_key,
+    verify_recorded_hashes,
+)
 
 HERE = Path(__file__).parent
 CACHE_VERSION = 1
@@ -220,6 +227,7 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
     run_paths, skipped = expand_run_dirs(list(run_dirs)) if run_dirs else ([], [])
     report.problems += skipped
     runs = [load_run(p) for p in run_paths]
+    verify_recorded_hashes(runs, Path(out) / "_cache" / "verified-images.json")
     for r, name in zip(runs, dedupe_names([r.name for r in runs]), strict=True):
         r.name = name
         report.problems += r.problems
@@ -238,7 +246,7 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
     for r in runs:
         for s in r.samples:
             if not s.sha256:
-                s.sha256 = file_sha256(s.image) if s.image.is_file() else f"missing-{s.image}"
+                s.sha256 = file_sha256(s.image) if s.image.is_file() else missing_key(s.image)
             refs.append(ImageRef(s.image, s.sha256))
             if s.width and s.height:
                 dims[s.sha256] = (s.width, s.height)

@@ -27,6 +27,7 @@ import yaml
 
 from paintbench.errors import UserError
 from paintbench.harness.rundir import RunDir, read_jsonl
+from paintbench.leaderboards.thumbs import is_sha256
 
 Key = tuple[str, int]
 
@@ -177,6 +178,10 @@ def load_run(path: str | Path) -> Run:
         except (KeyError, TypeError, ValueError):
             problems.append(f"{rd.samples_path}: a record without prompt_id/sample_index/image was skipped")
             continue
+        if s.sha256 is not None and not is_sha256(s.sha256):
+            problems.append(f"{rd.samples_path}: sample {s.prompt_id}#{s.sample_index} records sha256 "
+                            f"{str(s.sha256)[:80]!r}, not 64 hex digits; the file's own hash is used instead")
+            s.sha256 = None
         samples.append(s)
         by_key[s.key] = s
     records: dict[str, list[dict[str, Any]]] = {}
@@ -288,6 +293,9 @@ def load_train_log(path: str | Path) -> TrainLog:
             items = []
             for r in recs:
                 f = d / str(r.get("file", ""))
+                if r.get("file") and not f.resolve().is_relative_to(d.resolve()):
+                    problems.append(f"{d / 'rewards.jsonl'}: file {str(r['file'])[:80]!r} is outside {d}; not published")
+                    continue
                 if not r.get("file") or not f.is_file():
                     continue
                 comps = {k.removeprefix("reward/"): float(v) for k, v in r.items()

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -122,6 +124,27 @@ def _thumb_job(args: tuple[str, str, int]) -> tuple[str, str | None, int, int, s
         return src, None, 0, 0, f"{src}: cannot make a thumbnail ({type(e).__name__}: {e})"
 
 
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+PUBLISHED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
+
+
+def is_sha256(value: object) -> bool:
+    return isinstance(value, str) and SHA256_HEX.fullmatch(value) is not None
+
+
+def missing_key(path: Path) -> str:
+    """The key of an image that is not there: a hash of its path, never the path itself."""
+    return "missing-" + hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Every file the site writes is named by a key checked here: 64 hex digits (a sha256), or a
+    `missing_key`. A record's field is never trusted to be a file name (`../../.bashrc`)."""
+    if is_sha256(key) or (key.startswith("missing-") and is_sha256(key[8:])):
+        return key
+    raise ValueError(f"refused image key {key!r}: not a sha256")
+
+
 class ImageStore:
     """Publishes images into `site/thumbs/` and `site/images/`, keyed by sha256."""
 
@@ -135,7 +158,7 @@ class ImageStore:
         self.stats = StoreStats()
 
     def _stem(self, sha: str) -> Path:
-        return self.site / "thumbs" / sha[:2] / f"{sha}-{self.size}"
+        return self.site / "thumbs" / check_key(sha)[:2] / f"{sha}-{self.size}"
 
     def _url(self, path: Path) -> str:
         return path.relative_to(self.site).as_posix()
@@ -208,7 +231,8 @@ class ImageStore:
             return list(pool.map(_thumb_job, todo, chunksize=max(1, len(todo) // (self.jobs * 8))))
 
     def _publish_full(self, src: Path, sha: str, listing: set[str]) -> str | None:
-        name = f"{sha[:2]}/{sha}{src.suffix.lower() or '.png'}"
+        suffix = src.suffix.lower() if src.suffix.lower() in PUBLISHED_SUFFIXES else ".png"
+        name = f"{check_key(sha)[:2]}/{sha}{suffix}"
         if name in listing:
             self.stats.full_cached += 1
             return f"images/{name}"
@@ -232,3 +256,33 @@ class ImageStore:
             return None
         self.stats.full_copied += 1
         return self._url(dest)
+
+
+def verify_recorded_hashes(runs: Iterable[Any], cache_path: Path) -> None:
+    """Check that every sample's file still has the sha256 its run recorded. A replaced file is never
+    shown under the old record: the sample is marked missing and the run lists the problem. Files are
+    hashed again only when their size or mtime changed since the last build (`cache_path`)."""
+    import json
+
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8")) if cache_path.is_file() else {}
+    except ValueError:
+        cache = {}
+    fresh: dict[str, list[Any]] = {}
+    for run in runs:
+        for smp in run.samples:
+            if not smp.sha256 or not smp.image.is_file():
+                continue
+            st = smp.image.stat()
+            key = str(smp.image.resolve())
+            hit = cache.get(key)
+            sha = hit[2] if hit and hit[:2] == [st.st_size, st.st_mtime_ns] else file_sha256(smp.image)
+            fresh[key] = [st.st_size, st.st_mtime_ns, sha]
+            if sha != smp.sha256:
+                run.problems.append(f"{smp.image}: the file changed since the run recorded it (sha256 {sha[:12]}..., "
+                                    f"recorded {smp.sha256[:12]}...); not shown, its scores belong to the old image")
+                smp.sha256 = missing_key(smp.image)
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(fresh), encoding="utf-8")
+    os.replace(tmp, cache_path)

@@ -12,7 +12,8 @@ A file that is nowhere raises `MissingWeightsError`, which names the file, every
 the command that fetches it. Nothing ever falls back silently to other weights.
 
 Checkpoints are read with `torch.load(weights_only=True)` or safetensors; a TorchScript archive
-(OpenAI's CLIP `.pt` files) is read with `torch.jit.load`, which runs no pickled Python.
+(OpenAI's CLIP `.pt` files) is read as tensors by `metrics.torchscript`: nothing in the file runs
+(never `torch.jit.load`, which executes the archive's code).
 """
 
 from __future__ import annotations
@@ -237,9 +238,10 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         return load_file(str(path))
     import torch
 
-    if _is_torchscript(path):
-        module = torch.jit.load(str(path), map_location="cpu")
-        return dict(module.state_dict())
+    if _is_torchscript(path):  # never torch.jit.load: it runs the archive's code
+        from paintbench.metrics.torchscript import read_torchscript_state_dict
+
+        return read_torchscript_state_dict(path)
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:

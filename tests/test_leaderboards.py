@@ -720,3 +720,61 @@ def test_the_layout_comes_from_the_suite_file_or_the_runs_record():
     assert t.title.startswith("My bench") or "My bench" in t.title
     assert [c.label for c in t.columns if c.kind == "number"][:2] == ["All", "Hard"]
     assert t.rows[0].cells["cat:position"].value == 0.25
+
+
+# -- hostile run directories: nothing is written outside the site, a replaced image is never shown ---------
+def _site_files(site: Path) -> set[Path]:
+    return {p for p in site.rglob("*") if p.is_file()}
+
+
+def test_a_hostile_sha256_field_never_names_a_file(runs, tmp_path):
+    """`samples.jsonl`'s sha256 was used as a path: `../../x` wrote thumbnails outside the site."""
+    run = tmp_path / "runs" / "evil"
+    shutil.copytree(runs["oracle"], run)
+    samples, _ = read_jsonl(run / "samples.jsonl")
+    victim = tmp_path / "victim.txt"
+    for i, s in enumerate(samples[:3]):
+        s["sha256"] = ["../../../victim.txt", "/tmp/x", "zz" * 32][i]
+    (run / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    site = tmp_path / "site"
+    report = build_site([run], out=site, options=BuildOptions(n_resamples=200, jobs=1))
+    assert not victim.exists() and not (tmp_path / "x").exists()
+    assert all(p.resolve().is_relative_to(site.resolve()) for p in _site_files(site))
+    assert sum("not 64 hex digits" in p for p in report.problems) == 3
+    load = load_run(run)
+    assert all(s.sha256 is None or re.fullmatch("[0-9a-f]{64}", s.sha256) for s in load.samples)
+    with pytest.raises(ValueError, match="refused image key"):
+        ImageStore(site)._stem("../../etc")
+
+
+def test_a_training_log_file_outside_its_folder_is_not_published(train_log, tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(train_log, log)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(outside)
+    step = sorted((log / "samples").glob("step_*"))[0]
+    recs, _ = read_jsonl(step / "rewards.jsonl")
+    recs[0]["file"] = "../../../secret.png"
+    (step / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    lg = load_train_log(log)
+    assert all(outside.resolve() != s.image.resolve() for v in lg.samples.values() for s in v)
+    assert any("outside" in p and "secret.png" in p for p in lg.problems)
+
+
+def test_a_replaced_image_is_named_at_site_build_and_at_scoring(runs, tmp_path):
+    run = tmp_path / "runs" / "replaced"
+    shutil.copytree(runs["oracle"], run)
+    samples, _ = read_jsonl(run / "samples.jsonl")
+    target = run / samples[0]["image"]
+    Image.new("RGB", Image.open(target).size, (1, 2, 3)).save(target)  # same name, other pixels
+    site = tmp_path / "site"
+    report = build_site([run], out=site, options=BuildOptions(n_resamples=200, jobs=1))
+    assert any("changed since the run recorded it" in p and target.name in p for p in report.problems)
+    replaced = file_sha256(target)
+    assert not any(replaced in p.name for p in _site_files(site))  # the new file is not shown as the old sample
+    # the run engine refuses to score it under the old record
+    from paintbench.harness.evaluate import _decode
+
+    err = _decode(None, target, samples[0]["sha256"])
+    assert isinstance(err, Exception) and "changed since it was recorded" in str(err)
+    assert _decode(None, target, replaced) == str(target)
