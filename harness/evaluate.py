@@ -65,6 +65,7 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
     if rescore and not rd.config_path.exists():
         raise UserError(f"--rescore: {cfg.out} is not an existing run")
     dist = Dist.from_env(cfg.device)
+    held = contextlib.ExitStack()  # rank 0 holds the run directory's lock for the whole job
     try:
         device = dist.device(cfg.device)
         identity = {
@@ -73,7 +74,11 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
             "images_per_prompt": ipp, "n_prompts": len(items),
         }
         if dist.is_main:
-            _on_all_ranks(dist, "setup", lambda: rd.prepare(_config_doc(cfg, suite, metrics_), identity=identity))
+            def setup() -> None:
+                held.enter_context(rd.lock())  # a second job on this --out stops here, and so do its ranks
+                rd.prepare(_config_doc(cfg, suite, metrics_), identity=identity)
+
+            _on_all_ranks(dist, "setup", setup)
         else:
             _on_all_ranks(dist, "setup", lambda: rd.check_identity(identity))
         if dist.is_main:
@@ -112,6 +117,7 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
         dist.barrier()
         return results
     finally:
+        held.close()
         dist.close()
 
 

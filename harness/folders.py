@@ -22,6 +22,7 @@ from typing import Any
 
 from paintbench.errors import InputError, MissingFileError
 from paintbench.harness.config import EvalConfig
+from paintbench.harness.rundir import read_text
 from paintbench.harness.suite import PromptItem, Suite, SuiteMetric
 
 
@@ -166,7 +167,7 @@ def read_image_inputs(images: str | os.PathLike[str], prompts: str | os.PathLike
                 text = table.get(f.name)
             else:
                 side = f.with_suffix(".txt")
-                text = side.read_text(encoding="utf-8").strip() if side.is_file() else None
+                text = read_text(side).strip() if side.is_file() else None
             items.append(PromptItem(id=f.name, prompt=text, files=(str(f.resolve()),)))
             order.append(f.name)
     chosen = [SuiteMetric(name=m, primary=i == 0) for i, m in enumerate(metrics)]
@@ -180,7 +181,7 @@ def read_image_inputs(images: str | os.PathLike[str], prompts: str | os.PathLike
 def _items_from_jsonl(path: Path, failures: dict[str, str], order: list[str]) -> list[PromptItem]:
     items: list[PromptItem] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         sid = f"{path.name}:{lineno}"
@@ -214,7 +215,7 @@ def _read_prompt_file(path: Path, names: list[str]) -> dict[str, str]:
     if not path.is_file():
         raise MissingFileError(f"{path}: no such prompts file")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if suffix == ".jsonl":
         table = {}
         for lineno, line in enumerate(text.splitlines(), start=1):

@@ -20,10 +20,15 @@ next reader detects (no newline, or not JSON) and drops, so that sample is simpl
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import socket
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,29 @@ from paintbench.errors import UserError
 
 FORMAT_VERSION = 1
 Key = tuple[str, int]
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def prompt_folder(prompt_id: str) -> str:
+    """The folder name of a prompt's images: one-to-one, and always a single plain name inside `images/`.
+
+    A plain id (letters, digits, `_.-`, not starting with a dot) is its own name; any other (`a/b`, `..`,
+    `.`, `""`, a name with `%`) is `%` + its percent-encoding, which no plain id can equal, so two ids
+    never share a folder and none escapes it (`..` is not `../`)."""
+    if _PLAIN_ID.fullmatch(prompt_id):
+        return prompt_id
+    name = "%" + urllib.parse.quote(prompt_id, safe="")
+    if len(name) > 200:
+        raise UserError(f"prompt id {prompt_id[:60]!r}... is too long to name a folder ({len(name)} characters "
+                        "encoded; at most 200)")
+    return name
+
+
+def legacy_prompt_folder(prompt_id: str) -> str:
+    """How runs made before paintbench 0.1.1 named the folder (`/` as `__`; not one-to-one)."""
+    return prompt_id.replace("/", "__")
 
 
 def sample_key(rec: dict[str, Any]) -> Key:
@@ -130,8 +158,7 @@ class RunDir:
         return self.root / "scores" / f"{metric}.jsonl"
 
     def image_path(self, prompt_id: str, sample_index: int) -> Path:
-        safe = prompt_id.replace("/", "__")
-        return self.root / "images" / safe / f"{sample_index:05d}.png"
+        return self.root / "images" / prompt_folder(prompt_id) / f"{sample_index:05d}.png"
 
     def rel(self, path: Path) -> str:
         try:
@@ -149,7 +176,7 @@ class RunDir:
         (`identity`: the settings that determine the samples and scores)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self.config_path.exists() and self.has_records():
-            old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+            old = self._config_doc()
             if old.get("identity") != identity:
                 diffs = sorted(k for k in set(identity) | set(old.get("identity", {}))
                                if identity.get(k) != old.get("identity", {}).get(k))
@@ -160,6 +187,38 @@ class RunDir:
         tmp = self.config_path.with_name("config.yaml.tmp")
         tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
         os.replace(tmp, self.config_path)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process: a second paintbench process on the same --out is
+        refused at once, naming the holder, instead of racing on the same files. The OS releases the lock
+        when the holder exits, even when it is killed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+                raise UserError(f"{self.root} is in use by {holder}; wait for it to finish (or stop it), then rerun "
+                                "to resume") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _config_doc(self) -> dict[str, Any]:
+        try:
+            doc = yaml.safe_load(read_text(self.config_path)) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{self.config_path}: not valid YAML ({str(e).splitlines()[0]}); it was edited or "
+                            "damaged: restore it, or use a new --out") from e
+        if not isinstance(doc, dict):
+            raise UserError(f"{self.config_path}: not a paintbench run configuration (not a mapping)")
+        return doc
 
     def has_records(self) -> bool:
         """Whether any sample or score was recorded (a run that failed before any is free to restart)."""
@@ -173,14 +232,14 @@ class RunDir:
             if time.time() > deadline:
                 raise UserError(f"{self.config_path} did not appear (is --out on a filesystem all ranks share?)")
             time.sleep(0.2)
-        old = yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        old = self._config_doc()
         if old.get("identity") != identity:
             raise UserError(f"{self.root}: rank 0 prepared a run with a different configuration than this rank's")
 
     def read_config(self) -> dict[str, Any]:
         if not self.config_path.exists():
             raise UserError(f"{self.root}: not a paintbench run directory (no config.yaml)")
-        return yaml.safe_load(self.config_path.read_text(encoding="utf-8")) or {}
+        return self._config_doc()
 
     # parts: in-progress logs
     def sample_part(self, rank: int) -> Path:
@@ -279,3 +338,11 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def read_text(path: Path) -> str:
+    """A text file the user gave or edited, as UTF-8; an error names the file and what is wrong."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from paintbench.errors import UserError
+from paintbench.harness.rundir import read_text
 from paintbench.metrics.weights import sha256_file
 
 SHIPPED = Path(__file__).parent / "suites"
@@ -172,31 +173,45 @@ def _leaderboard(data: Any, where: str) -> dict[str, Any] | None:
 
 # -- the registry of suites ----------------------------------------------------------------------------
 def suite_files(include_paths: list[str | Path] | None = None) -> dict[str, Path]:
-    """name -> YAML file; user include paths override shipped suites of the same name."""
+    """name -> YAML file. A suite in an include path may not take the name of another suite (a shipped
+    one included): `geneval` must mean GenEval, so a clash is an error naming both files."""
     found: dict[str, Path] = {}
     for folder in [SHIPPED, *(Path(p) for p in include_paths or [])]:
         if not folder.is_dir():
             raise UserError(f"{folder}: include path is not a folder")
         for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
-            try:
-                name = (yaml.safe_load(f.read_text(encoding="utf-8")) or {}).get("name", f.stem)
-            except yaml.YAMLError as e:
-                raise UserError(f"{f}: not valid YAML ({e})") from e
-            found[str(name)] = f
+            data = _read_yaml(f)
+            name = str((data if isinstance(data, dict) else {}).get("name", f.stem))
+            if name in found and found[name] != f:
+                raise UserError(f"{f}: suite name {name!r} is already taken by {found[name]}; give it another "
+                                "`name:` (or pass the file's path instead of the name)")
+            found[name] = f
     return found
+
+
+def _read_yaml(path: Path) -> Any:
+    """A suite file as data: YAML's safe loader (no `!!python` tags), errors naming the file."""
+    try:
+        return yaml.safe_load(read_text(path))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid suite YAML ({str(e).splitlines()[0]})") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e})") from e
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from e
 
 
 def load_suite(name_or_path: str, include_paths: list[str | Path] | None = None) -> Suite:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        return parse_suite(yaml.safe_load(p.read_text(encoding="utf-8")), p)
+        return parse_suite(_read_yaml(p), p)
     files = suite_files(include_paths)
     if name_or_path not in files:
         close = difflib.get_close_matches(name_or_path, list(files), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UserError(f"unknown suite {name_or_path!r}{hint} Available: {', '.join(sorted(files))}")
     f = files[name_or_path]
-    return parse_suite(yaml.safe_load(f.read_text(encoding="utf-8")), f)
+    return parse_suite(_read_yaml(f), f)
 
 
 # -- prompts -------------------------------------------------------------------------------------------
@@ -282,7 +297,7 @@ def load_prompts(suite: Suite) -> list[PromptItem]:
         items = []
         for f in src["files"]:
             style = Path(f).stem
-            prompts = json.loads((path / Path(f).name).read_text(encoding="utf-8"))
+            prompts = json.loads(read_text(path / Path(f).name))
             items += [PromptItem(id=f"{style}/{j:05d}", prompt=str(p), category=style) for j, p in enumerate(prompts)]
         return items
     raise UserError(f"suite {suite.name}: unknown prompt format {fmt!r}")
@@ -315,7 +330,7 @@ def _geneval_item(i: int, rec: dict[str, Any]) -> PromptItem:
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             try:
                 out.append(json.loads(line))

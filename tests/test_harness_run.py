@@ -289,3 +289,66 @@ def test_macro_overall_is_not_reported_when_a_category_has_no_score():
     ok = aggregate_metric([*records[:1], {"prompt_id": "b", "value": 0.0}], {"a": "t1", "b": "t2"},
                           aggregation="macro", n_resamples=100)
     assert ok["value"] == 0.5
+
+
+def test_prompt_ids_map_to_distinct_folders_inside_images(tmp_path):
+    """`..` wrote RUN/00000.png outside images/; `.`/`""` and `a/b`/`a__b` shared a folder."""
+    from paintbench.harness.rundir import prompt_folder
+    from paintbench.harness.suite import load_suite
+
+    ids = ["..", ".", "", "a/b", "a__b", "a%2Fb", "%a", "../../x", "plain-id_1.v2"]
+    names = [prompt_folder(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all("/" not in n and n not in (".", "..", "") for n in names)
+    assert prompt_folder("plain-id_1.v2") == "plain-id_1.v2"  # plain ids keep their name
+    with pytest.raises(UserError, match="too long"):
+        prompt_folder("/" * 100)
+
+    base = load_suite("shapes").items
+    records = [{**it.metadata, "id": pid} for it, pid in zip(base, ids, strict=False)]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "s.yaml").write_text(
+        "name: hostile-ids\nversion: 1\nimages_per_prompt: 1\nimage_size: 128\n"
+        f"prompts: {{format: jsonl, path: {tmp_path / 'p.jsonl'}, category_field: tag}}\n"
+        "metrics: [{name: shapes-geneval, options: {mode: correct}}]\n")
+    run = tmp_path / "run"
+    res = run_eval(EvalConfig(suite=str(tmp_path / "s.yaml"), generator="shapes-oracle", out=str(run),
+                              progress=False, n_resamples=100))
+    assert res["n_samples"] == len(ids) and res["metrics"]["shapes-geneval"]["value"] == 1.0
+    pngs = sorted(p.relative_to(run) for p in run.rglob("*.png"))
+    assert len(pngs) == len(ids) and all(p.parts[0] == "images" and len(p.parts) == 3 for p in pngs)
+    samples = read_jsonl(run / "samples.jsonl")[0]
+    assert len({s["sha256"] for s in samples}) == len(ids)  # nine different images, none overwritten
+
+
+def test_a_damaged_config_yaml_is_one_clear_line(tmp_path):
+    out = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "r" / "config.yaml").write_text("identity: [unclosed\n")
+    out = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", str(tmp_path / "r"),
+              check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "config.yaml: not valid YAML" in out.stderr
+
+
+def test_prompt_files_that_are_not_utf8_are_one_clear_line(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "p.txt").write_bytes(b"\xff\xfe bad\n")
+    out = cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--prompts", str(tmp_path / "p.txt"),
+              "--out", str(tmp_path / "o"), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "p.txt: not UTF-8 text" in out.stderr
+
+
+def test_a_second_process_on_the_same_out_is_refused_naming_the_holder(tmp_path):
+    """Two evals on one --out raced (3 of 8 trials failed with a misleading error)."""
+    from paintbench.harness.rundir import RunDir
+
+    with RunDir(tmp_path / "r").lock():
+        out = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", str(tmp_path / "r"),
+                  check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"is in use by pid {os.getpid()}" in out.stderr
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", str(tmp_path / "r"))  # released

@@ -94,3 +94,22 @@ def test_a_suite_file_cannot_name_code_to_run(tmp_path):
 def test_the_shipped_shapes_suite_names_its_builtin_prompts():
     suite = load_suite("shapes")
     assert suite.prompts["function"] == "shapes" and len(suite.items) == 104
+
+
+def test_an_include_path_cannot_shadow_a_shipped_suite(tmp_path):
+    (tmp_path / "fake.yaml").write_text("name: geneval\nversion: 1\nprompts: {format: jsonl, path: x.jsonl}\n"
+                                        "metrics: [shapes-geneval]\n")
+    with pytest.raises(UserError, match=r"fake\.yaml: suite name 'geneval' is already taken by .*geneval\.yaml"):
+        suite_files([tmp_path])
+    assert load_suite(str(tmp_path / "fake.yaml")).name == "geneval"  # by path, on purpose, it is allowed
+
+
+def test_a_suite_file_with_a_python_tag_or_bad_text_is_one_clear_error(tmp_path):
+    tagged = tmp_path / "t.yaml"
+    tagged.write_text("name: !!python/object/apply:os.system ['true']\nversion: 1\n")
+    with pytest.raises(UserError, match=r"t\.yaml: not valid suite YAML"):
+        load_suite(str(tagged))
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"name: \xff\xfe\n")
+    with pytest.raises(UserError, match=r"b\.yaml: not UTF-8 text"):
+        load_suite(str(binary))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from paintbench.errors import UserError
 from paintbench.harness.generators.base import GeneratedImage, Generator, GeneratorError, Request
+from paintbench.harness.rundir import legacy_prompt_folder, prompt_folder
 
 FLAT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
@@ -92,7 +93,10 @@ class FolderGenerator(Generator):
             folder = self.root / r.item.id
             self._check_geneval_metadata(folder, r)
             return folder / "samples" / f"{r.sample_index:05d}.png"
-        return self.root / r.item.id.replace("/", "__") / f"{r.sample_index:05d}.png"
+        name = f"{r.sample_index:05d}.png"
+        current = self.root / prompt_folder(r.item.id) / name
+        legacy = self.root / legacy_prompt_folder(r.item.id) / name
+        return current if current.is_file() or not legacy.is_file() else legacy
 
     def _check_geneval_metadata(self, folder: Path, r: Request) -> None:
         meta = folder / "metadata.jsonl"
