@@ -23,6 +23,7 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from paintbench.harness.generators import GENERATORS, make_generator, parse_spec
 from paintbench.harness.generators.base import GeneratorError, Request
 from paintbench.harness.rundir import JsonlAppender, RunDir, write_json
 from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite
+from paintbench.metrics.images import frames_of
 
 
 def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite | None = None,
@@ -377,9 +379,18 @@ def _decode(decode: Any, path: Path, recorded_sha256: str | None) -> Any:
                 raise InputError(f"{path}: the file changed since it was recorded (sha256 {got[:12]}..., the "
                                  f"run recorded {recorded_sha256[:12]}...); restore it, or score the new images "
                                  "into a new --out")
-        return str(path) if decode is None else decode(path)
+        image = str(path) if decode is None else decode(path)
+        frames = frames_of(path)
+        note = f"animated image ({frames} frames): scored on its first frame" if frames > 1 else None
+        return Decoded(image, note)
     except Exception as e:  # recorded on that sample with its type and message; the others go on
         return e
+
+
+@dataclass
+class Decoded:
+    image: Any  # what the provider scores: a PIL image, or the path for a provider without `decode`
+    note: str | None = None  # said in the sample's details (e.g. an animated image's first frame)
 
 
 # options that name files: what they hold is compared through the provenance's sha256 instead
@@ -447,8 +458,10 @@ def _score_batch(provider, batch: list[dict[str, Any]], decoded: list[Any], meta
         chosen = [batch[i] for i in usable]
         prompts = [s.get("prompt") or "" for s in chosen]
         metadata = [meta.get(s["prompt_id"]) or {} for s in chosen]
-        results = provider.score_each([decoded[i] for i in usable], prompts, metadata)
+        results = provider.score_each([decoded[i].image for i in usable], prompts, metadata)
         for i, (v, d, err) in zip(usable, results, strict=True):
+            if decoded[i].note:
+                d = {**d, "note": decoded[i].note}
             records[i].update(value=v, details=d)
             if err is not None:
                 records[i]["error"] = f"{batch[i]['image']}: {err}"

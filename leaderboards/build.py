@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -215,6 +216,22 @@ def _pick_baseline(runs: list[Run], baseline: str | None) -> list[Run]:
 
 
 # -- the build ---------------------------------------------------------------------------------------------
+_TEMP = re.compile(r"^\..+\.\d+\.tmp$")  # `.NAME.PID.tmp`: how every write of the build starts
+
+
+def remove_stale_temp(site: Path) -> list[Path]:
+    """Delete the temporary files a killed build left (a build writes `.NAME.PID.tmp` and renames it into
+    place; a kill in between leaves one behind, which a later build would otherwise publish)."""
+    removed = []
+    for folder in (site, site / "thumbs", site / "images", site / "_cache"):
+        if folder.is_dir():
+            for f in folder.rglob(".*.tmp"):
+                if f.is_file() and _TEMP.match(f.name):
+                    f.unlink()
+                    removed.append(f)
+    return removed
+
+
 def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] = (), out: str | Path = "site",
                options: BuildOptions | None = None, *, log: Callable[[str], None] | None = None) -> BuildReport:
     opts = options or BuildOptions()
@@ -237,6 +254,7 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
         report.problems += lg.problems
     report.timings["load"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
+    report.problems += [f"removed a temporary file left by an interrupted build: {f}" for f in remove_stale_temp(out)]
 
     # images first: every page needs their URLs
     t = time.perf_counter()

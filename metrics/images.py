@@ -39,8 +39,39 @@ class BadImageError(InputError):
     """An input image that cannot be used; the message names the sample."""
 
 
+# Checked from the header, before any pixel is decoded: a 13000x13000 PNG needs GBs per scorer and a
+# 467-byte 1x100000 PNG asked CLIP's resize for ~15 GB. Override with the environment variables.
+MAX_PIXELS_ENV, MAX_ASPECT_ENV = "PAINTBENCH_MAX_IMAGE_PIXELS", "PAINTBENCH_MAX_ASPECT_RATIO"
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024  # 8192 x 8192
+DEFAULT_MAX_ASPECT = 20.0
+
+
+def image_limits() -> tuple[int, float]:
+    """(most pixels, largest aspect ratio) an input image may have."""
+    try:
+        return (int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS)),
+                float(os.environ.get(MAX_ASPECT_ENV, DEFAULT_MAX_ASPECT)))
+    except ValueError as e:
+        raise InputError(f"{MAX_PIXELS_ENV}/{MAX_ASPECT_ENV}: not a number ({e})") from e
+
+
+def check_size(width: int, height: int, label: str) -> None:
+    """Refuse an image too large or too elongated to score, before it is decoded."""
+    max_pixels, max_aspect = image_limits()
+    if width < 1 or height < 1:
+        raise BadImageError(f"{label}: empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise BadImageError(f"{label}: {width}x{height} is {width * height:,} pixels, more than the limit of "
+                            f"{max_pixels:,} (set {MAX_PIXELS_ENV} to score it anyway)")
+    if max(width, height) / min(width, height) > max_aspect:
+        raise BadImageError(f"{label}: {width}x{height} has an aspect ratio above {max_aspect:g} (set "
+                            f"{MAX_ASPECT_ENV} to score it anyway)")
+
+
 def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None = None) -> Image.Image:
-    """Decode one image fully (so truncation is caught here) and apply the documented conversions."""
+    """Decode one image fully (so truncation is caught here) and apply the documented conversions. Its
+    size is checked against `image_limits()` from the header first. An animated image is its first
+    frame (`frames_of` tells how many it has)."""
     label = name or (str(source) if not isinstance(source, Image.Image) else "<PIL image>")
     if isinstance(source, Image.Image):
         img = source
@@ -52,13 +83,25 @@ def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None
             raise BadImageError(f"{label}: is a directory, not an image")
         try:
             with Image.open(path) as opened:
+                check_size(opened.width, opened.height, label)
                 opened.load()
                 img = opened.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            if isinstance(e, BadImageError):
+                raise
             raise BadImageError(f"{label}: cannot decode image ({type(e).__name__}: {e})") from e
     if img.width < 1 or img.height < 1:
         raise BadImageError(f"{label}: empty image ({img.width}x{img.height})")
     return normalize_mode(img)
+
+
+def frames_of(path: str | os.PathLike[str]) -> int:
+    """How many frames an image file has (1 for a still image, or when it cannot be read)."""
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return 1
 
 
 def normalize_mode(img: Image.Image) -> Image.Image:

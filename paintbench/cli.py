@@ -7,11 +7,15 @@ runs, so `paintbench metrics` starts fast and never loads model code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
+import io
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from paintbench.errors import UserError
 
@@ -60,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     module = importlib.import_module(args._module)
+    sys.stdout = PlainText(sys.stdout)  # record text (categories, prompts, names) can carry escape sequences
     debug = bool(getattr(args, "debug", False)) or os.environ.get("PAINTBENCH_DEBUG", "") not in ("", "0")
     try:
         return int(module.run(args) or 0)
@@ -72,8 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = user_message(e)
         if message is None or debug:
             raise  # a bug (ours or in the user's own code): the traceback is the report
-        print(f"paintbench {args.command}: error: {message}", file=sys.stderr)
+        print(f"paintbench {args.command}: error: {plain(message)}", file=sys.stderr)
         return 2
+    finally:
+        if isinstance(sys.stdout, PlainText):
+            with contextlib.suppress(BrokenPipeError):
+                sys.stdout.flush()
+            sys.stdout = sys.stdout.raw
 
 
 # The machine, not the code, is at fault: disk full, no permission, read-only file system.
@@ -91,6 +101,38 @@ def user_message(e: BaseException) -> str | None:
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or e}"
     return None
+
+
+# C0 controls but tab and newline, DEL, and C1 controls: what a terminal acts on (ESC starts a sequence
+# that can retitle the window, move the cursor and overwrite a line already printed).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """`text` with every terminal control character shown as an escape (`\\u001b`), never acted on."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)  # also a valid escape inside JSON strings
+
+
+class PlainText(io.TextIOBase):
+    """A text stream that writes through `plain`: what paintbench prints cannot drive the terminal."""
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+
+    def write(self, text: str) -> int:
+        self.raw.write(plain(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def isatty(self) -> bool:
+        return self.raw.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.raw, "encoding", "utf-8")
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

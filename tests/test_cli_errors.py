@@ -91,3 +91,22 @@ def test_user_message_is_none_for_bugs():
     assert cli.user_message(UserError("fix me")) == "fix me"
     assert cli.user_message(RuntimeError("bug")) is None
     assert cli.user_message(FileNotFoundError(errno.ENOENT, "No such file", "/x")) is None
+
+
+def test_record_text_cannot_drive_the_terminal(tmp_path):
+    """A category name with escape sequences set the terminal title and faked a '100.00 %' line."""
+    import json
+
+    out = _run("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    m = res["metrics"]["shapes-geneval"]
+    evil = "colors\x1b]0;pwned\x07\r\x1b[2Kfake 100.00 %"
+    m["categories"][evil] = m["categories"].pop(next(iter(m["categories"])))
+    (tmp_path / "r" / "results.json").write_text(json.dumps(res))
+    for args in (["results", str(tmp_path / "r")], ["results", str(tmp_path / "r"), "--json"]):
+        shown = _run(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\r" not in shown.stdout
+        assert "\\u001b]0;pwned" in shown.stdout
+    assert json.loads(_run("results", str(tmp_path / "r"), "--json").stdout)  # JSON output stays valid JSON

@@ -7,7 +7,9 @@ scores must then equal the official implementations' numbers).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +182,41 @@ def test_score_with_fixture_checkpoints_reproduces_official_numbers(tmp_path):
         assert r["scores"]["aesthetic"] == pytest.approx(
             expected["aesthetic_v2"]["reduced_tiny"]["images"][f]["aesthetic_score"], abs=2e-5)
         assert r["scores"]["hps-v2.1"] == pytest.approx(hps_pairs[(f, "P2")], abs=1e-5)
+
+
+def _png_with_header_size(path: Path, width: int, height: int) -> None:
+    """A small real PNG whose IHDR claims another size (what a decompression bomb looks like up front)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then length + "IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    path.write_bytes(bytes(data))
+
+
+def test_oversized_and_elongated_images_fail_alone_and_animated_ones_are_noted(tmp_path, tiny_weights):
+    imgs = tmp_path / "imgs"
+    _images(imgs, n=2)
+    _png_with_header_size(imgs / "huge.png", 13000, 13000)
+    Image.new("RGB", (1, 100000)).save(imgs / "thin.png")
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(imgs / "anim.gif", save_all=True, append_images=frames[1:])
+    out = cli("score", "--metric", "aesthetic", "--images", str(imgs), "--weights-dir", str(tiny_weights),
+              "--device", "cpu", "--out", str(tmp_path / "o"), "--no-progress")
+    assert out.returncode == 3, out.stderr
+    recs = {r["id"]: r for r in map(json.loads, (tmp_path / "o" / "scores.jsonl").read_text().splitlines())}
+    assert "169,000,000 pixels, more than the limit" in recs["huge.png"]["errors"]["aesthetic"]
+    assert "aspect ratio above 20" in recs["thin.png"]["errors"]["aesthetic"]
+    assert set(recs["img0.png"]["scores"]) == {"aesthetic"} and set(recs["img1.png"]["scores"]) == {"aesthetic"}
+    assert recs["anim.gif"]["details"]["aesthetic"]["note"] == "animated image (2 frames): scored on its first frame"
+    # the limit is the user's to raise
+    from paintbench.metrics.images import MAX_ASPECT_ENV
+
+    env_out = subprocess.run([sys.executable, "-c", "from paintbench.metrics.images import check_size; "
+                              "check_size(1, 100000, 'x'); print('ok')"], capture_output=True, text=True,
+                             env={**os.environ, MAX_ASPECT_ENV: "200000"})
+    assert env_out.stdout.strip() == "ok"

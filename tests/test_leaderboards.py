@@ -777,4 +777,17 @@ def test_a_replaced_image_is_named_at_site_build_and_at_scoring(runs, tmp_path):
 
     err = _decode(None, target, samples[0]["sha256"])
     assert isinstance(err, Exception) and "changed since it was recorded" in str(err)
-    assert _decode(None, target, replaced) == str(target)
+    assert _decode(None, target, replaced).image == str(target)
+
+
+def test_temporary_files_of_a_killed_build_are_removed_not_published(runs, tmp_path):
+    site = tmp_path / "site"
+    (site / "thumbs" / "ab").mkdir(parents=True)
+    stale = [site / "thumbs" / "ab" / f".{'ab' * 32}-256.png.4242.tmp", site / ".index.html.99.tmp"]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    keep = site / "notes.tmp"  # not ours: left alone
+    keep.write_text("user file")
+    report = build_site([runs["oracle"]], out=site, options=BuildOptions(n_resamples=200, jobs=1))
+    assert not any(f.exists() for f in stale) and keep.exists()
+    assert sum("interrupted build" in p for p in report.problems) == 2
