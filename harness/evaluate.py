@@ -98,20 +98,17 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
             if rescore and m.name not in rescore:
                 continue
             built: dict[str, Any] = {"p": (providers or {}).get(m.name)}
-            if m.name in rescore:
-                # build the provider before forgetting anything: missing weights must not cost the old scores
-                if built["p"] is None:
-                    _on_all_ranks(dist, f"loading {m.name}",
-                                  lambda m=m, built=built: built.update(p=_provider(m, cfg, device)))
-                if dist.is_main:
-                    rd.drop_scores(m.name)
-                dist.barrier()
-            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, built=built: score_phase(
-                rd, suite, mine, m, cfg, dist, device, show, provider=built["p"]))
+            # --rescore writes beside the old scores (`<metric>@rescore`) and swaps them in only when
+            # complete: an interrupted rescore leaves the run as it was (and resumes when run again)
+            store = staged(m.name) if m.name in rescore else m.name
+            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, built=built, store=store: score_phase(
+                rd, suite, mine, m, cfg, dist, device, show, provider=built["p"], store=store))
         results = None
         if dist.is_main:
             order = [(it.id, k) for it in items for k in range(it.n_samples(ipp))]
-            rd.merge(order, [m.name for m in metrics_])
+            rd.merge(order, [m.name for m in metrics_] + [staged(m) for m in rescore])
+            for m in rescore:
+                rd.promote_scores(staged(m), m)
             results = build_results(rd, suite, items, ipp, metrics_, cfg, dist, timing={
                 "wall_s": time.time() - started, "generation_s": t_score - t_gen, "scoring_s": time.time() - t_score})
             write_json(rd.results_path, results)
@@ -318,24 +315,31 @@ def _to_pil(img: Any, r: Request) -> Image.Image:
 
 
 # -- scoring -----------------------------------------------------------------------------------------
+def staged(metric: str) -> str:
+    """Where `--rescore metric` writes until it is complete."""
+    return f"{metric}@rescore"
+
+
 def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric, cfg: EvalConfig, dist: Dist,
-                device: str, show: bool, provider: Any = None) -> None:
-    """Score this rank's samples that have no score yet (a recorded error is retried)."""
+                device: str, show: bool, provider: Any = None, store: str | None = None) -> None:
+    """Score this rank's samples that have no score yet (a recorded error is retried), into the files
+    of `store` (default: the metric's own; `staged(...)` while rescoring)."""
+    store = store or m.name
     samples, _ = rd.samples_done()
-    scored, problems = rd.scores_done(m.name)
+    scored, problems = rd.scores_done(store)
     for p in problems:
         rd.log("repair", message=p)
     my_ids = {it.id for it in mine}
     meta = {it.id: it.metadata for it in mine}
     pending = [s for k, s in sorted(samples.items())
                if k[0] in my_ids and (k not in scored or scored[k].get("error"))]
-    _check_requested_settings(rd, m, cfg, scored, write=dist.is_main)
+    _check_requested_settings(rd, m, cfg, scored, write=dist.is_main, store=store)
     if not pending:
         return
     from tqdm import tqdm
 
     provider = provider or _provider(m, cfg, device)
-    prov_path = rd.root / "scores" / f"{m.name}.provenance.json"
+    prov_path = rd.root / "scores" / f"{store}.provenance.json"
     current = provider.provenance()
     if any(not r.get("error") for r in scored.values()) and prov_path.exists():
         before = json.loads(prov_path.read_text(encoding="utf-8"))
@@ -349,7 +353,7 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
     bar = tqdm(total=len(pending), desc=f"score {m.name}", unit="img", disable=not show, file=sys.stderr)
     batches = [pending[i : i + cfg.batch_size] for i in range(0, len(pending), cfg.batch_size)]
     decode = getattr(provider, "decode", None)  # plugins without the hook get paths
-    with JsonlAppender(rd.score_part(m.name, dist.rank)) as log, ThreadPoolExecutor(DECODE_WORKERS) as pool:
+    with JsonlAppender(rd.score_part(store, dist.rank)) as log, ThreadPoolExecutor(DECODE_WORKERS) as pool:
         def submit(batch: list[dict[str, Any]]) -> list[Future[Any]]:
             return [pool.submit(_decode, decode, rd.resolve_image(s["image"]), s.get("sha256")) for s in batch]
 
@@ -398,11 +402,11 @@ _FILE_OPTIONS = ("weights", "questions", "answers_path")
 
 
 def _check_requested_settings(rd: RunDir, m: SuiteMetric, cfg: EvalConfig, scored: dict[Any, dict[str, Any]], *,
-                              write: bool) -> None:
+                              write: bool, store: str) -> None:
     """Refuse scores made with other options or dtype *before* loading any model, even when nothing is
     left to score (a finished run asked again with `--threshold 0.5` must not print the old numbers).
     The provenance check after loading adds what only the model knows (weights sha256, versions)."""
-    path = rd.root / "scores" / f"{m.name}.request.json"
+    path = rd.root / "scores" / f"{store}.request.json"
     wanted = json.loads(json.dumps({"options": {k: v for k, v in m.options.items() if k not in _FILE_OPTIONS},
                                     "dtype": cfg.dtype}, default=str))
     if any(not r.get("error") for r in scored.values()) and path.exists():

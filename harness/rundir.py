@@ -175,6 +175,10 @@ class RunDir:
         """Create the run directory, or check that an existing one was made by the same configuration
         (`identity`: the settings that determine the samples and scores)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists() and self.has_records():
+            raise UserError(f"{self.root} holds samples or scores but no config.yaml (deleted?), so the settings "
+                            "they were made with are unknown and cannot be checked against this run's; restore "
+                            "config.yaml, or use a new --out")
         if self.config_path.exists() and self.has_records():
             old = self._config_doc()
             if old.get("identity") != identity:
@@ -284,12 +288,12 @@ class RunDir:
             out += read_jsonl(f)[0]
         return out
 
-    def drop_scores(self, metric: str) -> None:
-        """Forget every score of `metric` (for --rescore)."""
-        self.scores_path(metric).unlink(missing_ok=True)
-        if self.parts.exists():
-            for f in self.parts.glob(f"scores.{metric}.rank*.jsonl"):
-                f.unlink()
+    def promote_scores(self, staged: str, metric: str) -> None:
+        """Make the completed staged scores of a rescore the metric's own (each file one atomic rename)."""
+        for suffix in (".jsonl", ".provenance.json", ".request.json"):
+            src = self.root / "scores" / f"{staged}{suffix}"
+            if src.exists():
+                os.replace(src, self.root / "scores" / f"{metric}{suffix}")
 
     # merging
     def merge(self, order: list[Key], metrics: list[str]) -> None:

@@ -352,3 +352,42 @@ def test_a_second_process_on_the_same_out_is_refused_naming_the_holder(tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"is in use by pid {os.getpid()}" in out.stderr
     cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", str(tmp_path / "r"))  # released
+
+
+def test_records_without_their_config_are_refused_not_adopted(tmp_path):
+    """A rerun after config.yaml was deleted reused seed 0's images under 'seed 7'."""
+    cli("eval", "shapes", "--generator", "shapes-random", "--limit", "2", "--out", str(tmp_path / "r"))
+    (tmp_path / "r" / "config.yaml").unlink()
+    out = cli("eval", "shapes", "--generator", "shapes-random", "--limit", "2", "--seed", "7", "--out",
+              str(tmp_path / "r"), check=False)
+    assert out.returncode == 2 and "no config.yaml" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r" / "config.yaml").exists()
+
+
+def test_an_interrupted_rescore_leaves_the_run_as_it_was_and_resumes(tmp_path, monkeypatch):
+    """--rescore used to forget the old scores first: the site showed the old headline over 'not scored'."""
+    from paintbench.harness import evaluate
+
+    run = tmp_path / "r"
+    run_eval(EvalConfig(suite="shapes", generator="shapes-oracle", limit=6, out=str(run), progress=False,
+                        n_resamples=100, batch_size=8))
+    before = stable(run)
+    real, calls = evaluate._score_batch, []
+
+    def stop_after_one(provider, batch, decoded, meta):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(batch))
+        return real(provider, batch, decoded, meta)
+
+    monkeypatch.setattr(evaluate, "_score_batch", stop_after_one)
+    cfg = EvalConfig(suite="shapes", generator="shapes-oracle", limit=6, out=str(run), progress=False,
+                     n_resamples=100, batch_size=8)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(cfg, rescore=["shapes-geneval"])
+    assert stable(run) == before  # scores, results.json: untouched while the rescore is incomplete
+    assert (run / "parts" / "scores.shapes-geneval@rescore.rank00000.jsonl").is_file()
+    monkeypatch.setattr(evaluate, "_score_batch", real)
+    run_eval(cfg, rescore=["shapes-geneval"])
+    assert stable(run) == before  # same scores, now recomputed; nothing staged is left
+    assert not list((run / "scores").glob("*@rescore*")) and not list(run.glob("parts/*@rescore*"))
