@@ -37,6 +37,7 @@ from paintbench.harness.config import EvalConfig
 from paintbench.harness.dist import Dist, derive_seed, shard
 from paintbench.harness.generators import GENERATORS, make_generator, parse_spec
 from paintbench.harness.generators.base import GeneratorError, Request
+from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import JsonlAppender, RunDir, write_json
 from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite
 from paintbench.metrics.images import frames_of
@@ -483,7 +484,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
     gen_failures = rd.generation_failures()
     out_metrics = {}
     for m in metrics_:
-        records, _ = read_jsonl(rd.scores_path(m.name))
+        records, _ = read_scores(rd.scores_path(m.name), m.name)
         res = aggregate_metric(records, category_of, aggregation=m.aggregation, categories=suite.categories,
                                n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
         res.update(metric_summary(m.name, records))

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from paintbench.harness.folders import FolderInput
-from paintbench.harness.rundir import RunDir, read_jsonl, write_json, write_jsonl
+from paintbench.harness.records import read_scores
+from paintbench.harness.rundir import RunDir, write_json, write_jsonl
 
 
 def _records(rd: RunDir, metric: str) -> dict[tuple[str, int], dict[str, Any]]:
-    return {(str(r["prompt_id"]), int(r["sample_index"])): r for r in read_jsonl(rd.scores_path(metric))[0]}
+    return {(str(r["prompt_id"]), int(r["sample_index"])): r for r in read_scores(rd.scores_path(metric), metric)[0]}
 
 
 def _generation_failures(rd: RunDir) -> dict[tuple[str, int], str]:

@@ -19,5 +19,6 @@ SPECS = [
         weights=(),
         needs_prompt=True,
         display=(1.0, 3),
+        bounded=True,
     ),
 ]

@@ -111,6 +111,12 @@ def repair_torn_tail(path: Path) -> bool:
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Valid records of a JSONL file, and one message per line that is not (torn or corrupt).
     Corrupt lines are reported and skipped: their samples count as not done and are redone."""
+    numbered, problems = read_jsonl_numbered(path)
+    return [rec for _, rec in numbered], problems
+
+
+def read_jsonl_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """`read_jsonl`, each record with its line number (for errors that point at the line)."""
     if not path.exists():
         return [], []
     records, problems = [], []
@@ -127,7 +133,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             rec = json.loads(line)
             if not isinstance(rec, dict):
                 raise ValueError("not an object")
-            records.append(rec)
+            records.append((i, rec))
         except (ValueError, UnicodeDecodeError) as e:
             problems.append(f"{path}:{i}: corrupt line skipped ({e}); its sample will be redone")
     return records, problems

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from paintbench.errors import UserError
+from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
 from paintbench.leaderboards.thumbs import is_sha256
 
@@ -185,8 +186,9 @@ def load_run(path: str | Path) -> Run:
         samples.append(s)
         by_key[s.key] = s
     records: dict[str, list[dict[str, Any]]] = {}
-    for metric in results["metrics"]:
-        recs, probs = read_jsonl(rd.scores_path(metric))
+    for metric, entry in results["metrics"].items():
+        _check_headline(rd.results_path, metric, entry)
+        recs, probs = read_scores(rd.scores_path(metric), metric)
         problems += probs
         records[metric] = recs
         for rec in recs:
@@ -199,6 +201,30 @@ def load_run(path: str | Path) -> Run:
     name = str(results.get("run_name") or root.resolve().name)
     return Run(root=root, results=results, samples=samples, records=records, name=name,
                slug=unique_slug("run", name, str(root.resolve())), problems=problems)
+
+
+def _check_headline(path: Path, metric: str, entry: Any) -> None:
+    """results.json's value of `metric`: a number (or null) within a bounded metric's range."""
+    from paintbench import metrics
+
+    value = entry.get("value") if isinstance(entry, dict) else entry
+    bad = None
+    if not isinstance(entry, dict):
+        bad = f"is {type(entry).__name__}, not an object"
+    elif value is not None and (not is_number(value)):
+        bad = f"value is {value!r}, not a number or null"
+    else:
+        try:
+            spec = metrics.spec(metric)
+        except KeyError:
+            spec = None
+        if spec is not None and spec.bounded and value is not None:
+            lo, hi = spec.nominal_range
+            if not lo - 1e-9 <= value <= hi + 1e-9:
+                bad = f"value {value!r} is outside {metric}'s range [{lo:g}, {hi:g}]"
+    if bad:
+        raise UserError(f"{path}: metrics.{metric} {bad}; the file was edited or damaged: rerun the same "
+                        f"`paintbench eval` to rebuild it from the run's records")
 
 
 def _int_or_none(x: Any) -> int | None:

@@ -391,3 +391,31 @@ def test_an_interrupted_rescore_leaves_the_run_as_it_was_and_resumes(tmp_path, m
     run_eval(cfg, rescore=["shapes-geneval"])
     assert stable(run) == before  # same scores, now recomputed; nothing staged is left
     assert not list((run / "scores").glob("*@rescore*")) and not list(run.glob("parts/*@rescore*"))
+
+
+@pytest.mark.parametrize("value, why", [("0.5x", "value is '0.5x' (str), not a number or null"),
+                                        (1000, "value 1000 is outside shapes-geneval's range [0, 1]")])
+def test_a_damaged_score_record_is_named_by_file_and_line(tmp_path, value, why):
+    run = tmp_path / "r"
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(run))
+    scores = run / "scores" / "shapes-geneval.jsonl"
+    lines = scores.read_text().splitlines()
+    rec = json.loads(lines[1])
+    rec["value"] = value
+    lines[1] = json.dumps(rec)
+    scores.write_text("\n".join(lines) + "\n")
+    out = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(run), check=False)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"shapes-geneval.jsonl:2: {why}" in out.stderr and "--rescore shapes-geneval" in out.stderr
+
+
+def test_a_headline_outside_its_range_is_refused_by_the_site(tmp_path):
+    from paintbench.leaderboards.model import load_run
+
+    run = tmp_path / "r"
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(run))
+    res = json.loads((run / "results.json").read_text())
+    res["metrics"]["shapes-geneval"]["value"] = 7.02
+    (run / "results.json").write_text(json.dumps(res))
+    with pytest.raises(UserError, match=r"results\.json: metrics\.shapes-geneval value 7\.02 is outside"):
+        load_run(run)
