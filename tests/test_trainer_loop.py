@@ -258,3 +258,73 @@ def test_rollout_chunks_and_async_rewards_do_not_change_a_round(tmp_path):
     a, b = plain.collect(1), chunked.collect(1)
     assert torch.equal(a.roll.codes, b.roll.codes) and torch.equal(a.roll.commit_step, b.roll.commit_step)
     assert torch.equal(a.reward_total, b.reward_total) and torch.equal(a.advantages, b.advantages)
+
+
+def test_non_finite_settings_are_refused():
+    for key in ("lr", "beta", "clip_eps"):
+        with pytest.raises(UserError, match=f"{key} = inf: not a finite number"):
+            small(**{key: float("inf")})
+    with pytest.raises(UserError, match="betas = .*nan.*not a finite number"):
+        small(betas=[0.9, float("nan")])
+
+
+def test_a_nan_loss_stops_before_the_update_and_saves_nothing(tmp_path, monkeypatch):
+    from paintbench.trainer import loop
+    from paintbench.trainer.loop import TrainingDiverged
+
+    real = loop.clipped_kl_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(loop, "clipped_kl_loss", nan_loss)
+    tr = Trainer(small(save_every=1), tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"step 1 \(global stage\): the loss is nan.*no checkpoint was saved yet"):
+        tr.fit()
+    assert all(torch.isfinite(p).all() for p in tr.policy.trainable_parameters())  # the update was never applied
+    assert not list((tmp_path / "checkpoints").glob("step_*"))
+
+
+def test_a_kill_before_the_first_checkpoint_never_duplicates_metrics_lines(tmp_path, monkeypatch):
+    from paintbench.trainer import loop
+
+    cfg = small(steps=3, save_every=0)
+    real_round = loop.Trainer.round
+
+    def killed_in_round_2(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return real_round(self, step)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(loop.Trainer, "round", killed_in_round_2)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(cfg, tmp_path).fit()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1]
+    Trainer(cfg, tmp_path).fit(resume=True)  # no checkpoint to resume from: starts over, cleanly
+    steps = [r["step"] for r in read_metrics(tmp_path)]
+    assert steps == sorted(set(steps)) and steps[-1] == 3
+
+
+def test_a_fresh_run_into_a_used_folder_is_refused(tmp_path):
+    Trainer(small(steps=1), tmp_path).fit()
+    with pytest.raises(UserError, match="already holds a training run.*--resume"):
+        Trainer(small(steps=1), tmp_path).fit()
+
+
+def test_disk_full_while_training_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from paintbench import cli
+    from paintbench.trainer.logs import RunLogger
+
+    def full(self, step, values):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "t" / "metrics.jsonl"))
+
+    monkeypatch.setattr(RunLogger, "log", full)
+    code = cli.main(["train", "shapes-tiny", "--out", str(tmp_path / "t"), *(f"{k}={json.dumps(v)}" for k, v in
+                                                                            SMALL.items())])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (f"paintbench train: error: {tmp_path / 't' / 'metrics.jsonl'}: "
+                                               "No space left on device")

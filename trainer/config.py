@@ -17,6 +17,8 @@ Every ambiguous choice of the paper is a switch here with htgrpo.md's default, a
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,11 @@ class HTGRPOConfig:
             raise UserError("rho_s and rho_min must lie in [0, 1]")
         if self.adv_leave_one_out and self.group_size < 2:
             raise UserError("adv_leave_one_out needs group_size >= 2")
+        for f in dataclasses.fields(self):  # lr=inf trained "successfully" into a NaN model
+            value = getattr(self, f.name)
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise UserError(f"{f.name} = {value}: not a finite number")
 
     # -- derived -----------------------------------------------------------------------------------
     def reward_weights(self) -> dict[str, float]:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from paintbench.config import to_dict
+from paintbench.errors import UserError
 from paintbench.harness.dist import Dist
 from paintbench.trainer import advantages as adv_mod
 from paintbench.trainer import checkpoint as ckpt
@@ -123,6 +124,11 @@ class Trainer:
         cfg = self.cfg
         self.policy.set_gradient_checkpointing(cfg.gradient_checkpointing)
         found = ckpt.latest_checkpoint(self.out) if resume else None
+        if not resume and self.dist.is_main and _holds_training(self.out):
+            raise UserError(f"{self.out} already holds a training run (metrics.jsonl or checkpoints): pass --resume "
+                            "to continue it, or use a new --out (runs are never mixed in one folder)")
+        if found is None and self.dist.is_main:
+            self.logger.truncate_after(-1)  # resuming with no checkpoint starts over: no line may repeat
         if found is not None:
             from paintbench.trainer.policy import load_weights
 
@@ -360,9 +366,13 @@ class Trainer:
                 loss_total += float(loss.detach())
             self.dist.all_reduce_grads(params)
             norm = clip_gradients(params, cfg.max_grad_norm)
+            total = self.dist.sum([loss_total])[0]  # every rank sees the same numbers and stops together
+            if not (math.isfinite(total) and math.isfinite(float(norm))):
+                raise TrainingDiverged(self.step, item["stage"], total, float(norm), cfg.lr,
+                                       ckpt.latest_checkpoint(self.out))
             self.optimizer.step()
             self.scheduler.step()
-            losses.append(self.dist.sum([loss_total])[0])
+            losses.append(total)
             grad_norms.append(norm)
             per_stage[item["stage"]] = per_stage.get(item["stage"], LossStats()).add(stats)
         self.policy.eval()
@@ -473,6 +483,22 @@ def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:
 
     return SuiteEvaluator(cfg.eval_suite, images_per_prompt=cfg.eval_images_per_prompt,
                           max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.seed)
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient norm is not finite: training stops before the update is applied, so no
+    NaN weights are ever saved."""
+
+    def __init__(self, step: int, stage: str, loss: float, grad_norm: float, lr: float, last: Path | None) -> None:
+        where = f"the last checkpoint is {last}" if last is not None else "no checkpoint was saved yet"
+        super().__init__(f"step {step} ({stage} stage): the loss is {loss} and the gradient norm {grad_norm}; "
+                         f"training stopped before applying this update ({where}). Lower lr (now {lr:g}) or "
+                         "max_grad_norm, then rerun with --resume")
+
+
+def _holds_training(out: Path) -> bool:
+    metrics = out / "metrics.jsonl"
+    return (metrics.is_file() and metrics.stat().st_size > 0) or any((out / ckpt.CHECKPOINTS).glob("step_*"))
 
 
 def train(cfg: HTGRPOConfig, out_dir: str | Path, *, resume: bool = False,
