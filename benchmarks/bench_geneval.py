@@ -36,6 +36,7 @@ from paintbench.harness.config import EvalConfig
 from paintbench.harness.folder_reports import geneval_report
 from paintbench.harness.folders import read_geneval_folder, run_folder
 from paintbench.harness.rundir import RunDir
+from paintbench.metrics.geneval.detector import random_tiny_model
 from paintbench.metrics.geneval.layout import load, scan
 from paintbench.metrics.geneval.provider import GenEvalProvider, write_tiny_weights
 
@@ -98,6 +99,9 @@ def main() -> int:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--scale", default=None, help="detector resize LONG,SHORT (default: the official 1333,800)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--synthetic-full", action="store_true",
+                   help="full-size random weights (Swin-S Mask2Former, CLIP ViT-L/14) instead of tiny ones")
+    p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
     n_images = args.n_images or (2212 if gpu else 24)
@@ -110,7 +114,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         weights_dir = Path(args.weights_dir) if args.weights_dir else tmp_path / "weights"
-        if not args.weights_dir:
+        if args.synthetic_full:
+            write_full_weights(weights_dir)
+        elif not args.weights_dir:
             write_tiny_weights(weights_dir)
         root = make_layout(tmp_path / "images", n_images, args.image_size)
         common = dict(device=args.device, dtype=args.dtype, weights_dir=weights_dir, detector_scale=scale,
@@ -158,7 +164,28 @@ def main() -> int:
     print(f"ratio batched / one-at-a-time: {batch_ips / single_ips:.2f}x")
     print(f"2212-image GenEval run at the batched rate: {2212 / batch_ips:.0f} s")
     print(f"agreement on {n_single} images: verdicts {agree}/{n_single}, max |reward delta| {reward_delta:.2e}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "device": args.device, "dtype": args.dtype, "weights": "synthetic-full" if args.synthetic_full else weights,
+            "n_images": scored, "batch_size": batch_size, "official_style_img_s": single_ips,
+            "batched_img_s": batch_ips, "ratio": batch_ips / single_ips, "geneval_2212_seconds": 2212 / batch_ips,
+            "agreement": f"{agree}/{n_single}", "max_reward_delta": reward_delta}, indent=1) + "\n")
     return 0 if agree == n_single else 1
+
+
+def write_full_weights(directory: Path) -> None:
+    """GenEval's architectures at full size with random weights, in the official file formats."""
+    from paintbench.metrics.aesthetic import random_openai_clip_state_dict
+    from paintbench.metrics.geneval.detector import SWIN_S_CONFIG, save_checkpoint
+    from paintbench.metrics.geneval.provider import OFFICIAL_DETECTOR_FILE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(random_tiny_model(0, SWIN_S_CONFIG), SWIN_S_CONFIG, directory / OFFICIAL_DETECTOR_FILE, "mmdet2")
+    torch.save(random_openai_clip_state_dict(VIT_L_14, 0), directory / "ViT-L-14.pt")
+
+
+VIT_L_14 = {"embed_dim": 768, "image_resolution": 224, "vision_layers": 24, "vision_width": 1024, "vision_patch_size": 14,
+            "context_length": 77, "vocab_size": 49408, "transformer_width": 768, "transformer_layers": 12}
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def openai_clip(path: str | Path, device: torch.device | str, dtype: torch.dtype
     with _LOCK:
         model = _CACHE.get(key)
         if model is None:
-            model = _build_openai_clip(Path(path)).to(device=device, dtype=dtype)
+            model = fp32_norms(_build_openai_clip(Path(path)).to(device=device, dtype=dtype))
             _CACHE[key] = model
     return model
 
@@ -70,3 +70,14 @@ def clear() -> None:
     """Drop every cached backbone (tests; freeing memory between runs)."""
     with _LOCK:
         _CACHE.clear()
+
+
+def fp32_norms(model: torch.nn.Module) -> torch.nn.Module:
+    """Keep open_clip's fp32 LayerNorms in fp32 in a low-precision model (as open_clip's own
+    `convert_weights_to_lp` leaves them): they compute in fp32 and fail on CPU with bf16 weights."""
+    from open_clip.transformer import LayerNormFp32
+
+    for module in model.modules():
+        if isinstance(module, LayerNormFp32):
+            module.float()
+    return model

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as torch_f
 from torch import nn
 
+from paintbench.metrics.backbones import fp32_norms
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch, as_image_batch, pil_to_tensor
 from paintbench.metrics.preprocess import normalize
@@ -325,7 +326,7 @@ def build_model(
         model = _new_clip(arch)
         model.load_state_dict(sd, strict=True)
         sd.clear()
-        model = model.to(device=device, dtype=dtype)
+        model = fp32_norms(model.to(device=device, dtype=dtype))
     else:
         with torch.device("meta"):
             model = _new_clip(arch)
@@ -337,6 +338,7 @@ def build_model(
         del converted
         ctx = ARCHITECTURES[arch]["text_cfg"]["context_length"]
         model.attn_mask = causal_mask(ctx).to(device=device, dtype=dtype)
+        fp32_norms(model)
         left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
         if left:  # a new open_clip version added state we do not know how to rebuild
             raise RuntimeError(f"HPS {arch}: tensors left uninitialised after loading: {left}")

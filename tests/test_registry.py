@@ -77,7 +77,8 @@ def test_each_metric_declares_itself_in_its_own_module():
             assert s.tiny_writer is None or callable(getattr(module, s.tiny_writer.split(":")[1]))
         for w in decl.get("WEIGHTS", []):
             assert catalog()[w["name"]].filename == w["filename"]
-    assert declared | {"shapes-geneval"} == set(metrics.available())
+    assert declared | {"shapes-geneval"} <= set(metrics.available())  # (other tests register their own)
+    assert {"aesthetic", "imagereward", "hps-v2", "hps-v2.1", "geneval", "dpg"} <= declared
 
 
 def test_a_declaration_that_is_not_a_literal_is_a_clear_error(tmp_path):

@@ -264,7 +264,7 @@ def test_non_finite_settings_are_refused():
     for key in ("lr", "beta", "clip_eps"):
         with pytest.raises(UserError, match=f"{key} = inf: not a finite number"):
             small(**{key: float("inf")})
-    with pytest.raises(UserError, match="betas = .*nan.*not a finite number"):
+    with pytest.raises(UserError, match=r"betas = .*nan.*not a finite number"):
         small(betas=[0.9, float("nan")])
 
 
@@ -309,7 +309,7 @@ def test_a_kill_before_the_first_checkpoint_never_duplicates_metrics_lines(tmp_p
 
 def test_a_fresh_run_into_a_used_folder_is_refused(tmp_path):
     Trainer(small(steps=1), tmp_path).fit()
-    with pytest.raises(UserError, match="already holds a training run.*--resume"):
+    with pytest.raises(UserError, match=r"already holds a training run.*--resume"):
         Trainer(small(steps=1), tmp_path).fit()
 
 
