@@ -73,14 +73,25 @@ class Dist:
         """The device for this rank: `cuda:LOCAL_RANK` under a multi-GPU launcher."""
         import torch
 
+        from paintbench.errors import UserError
+
+        if requested and requested.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UserError(f"--device {requested} was asked for but CUDA is not available here "
+                                "(use --device cpu)")
+            index = requested.partition(":")[2]
+            if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+                raise UserError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA "
+                                f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
         if requested and requested != "cuda":
+            if requested != "cpu" and not requested.startswith("cuda"):
+                try:
+                    torch.device(requested)
+                except RuntimeError as e:
+                    raise UserError(f"--device {requested}: not a device ({e})") from None
             return requested
         if torch.cuda.is_available():
             return f"cuda:{self.local_rank}" if self.world_size > 1 else "cuda"
-        if requested == "cuda":
-            from paintbench.errors import UserError
-
-            raise UserError("--device cuda was asked for but CUDA is not available (use --device cpu)")
         return "cpu"
 
     def barrier(self) -> None:

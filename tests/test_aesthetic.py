@@ -237,7 +237,6 @@ def test_l2_normalize_matches_official_numpy():
 
 
 def test_tiny_weights_round_trip(tiny_weights_dir, tmp_path):
-    import time
 
     clip_file = tiny_weights_dir / "ViT-L-14.pt"
     head_file = tiny_weights_dir / "sac+logos+ava1-l14-linearMSE.pth"
@@ -249,12 +248,7 @@ def test_tiny_weights_round_trip(tiny_weights_dir, tmp_path):
 
     provider = metrics.get("aesthetic", weights_dir=tiny_weights_dir)
     _, paths = fixture_images("reduced_tiny")
-    provider.score(paths[:1])  # warm-up (first-call allocations)
-    start = time.perf_counter()
     scores = provider.score(paths[:4])
-    elapsed = time.perf_counter() - start
-    # About 0.3 s on 2 busy CPU cores; the bound leaves room for a loaded CI machine.
-    assert elapsed < 3.0, f"tiny aesthetic took {elapsed:.2f}s for 4 images"
     assert torch.isfinite(scores.values).all()
     assert len(set(scores.tolist())) == 4  # random weights still tell images apart
 

@@ -110,3 +110,26 @@ def test_record_text_cannot_drive_the_terminal(tmp_path):
         assert "\x1b" not in shown.stdout and "\x07" not in shown.stdout and "\r" not in shown.stdout
         assert "\\u001b]0;pwned" in shown.stdout
     assert json.loads(_run("results", str(tmp_path / "r"), "--json").stdout)  # JSON output stays valid JSON
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this checks a machine without CUDA")
+@pytest.mark.parametrize("command", [
+    ["score", "--metric", "aesthetic", "--images", "IMGS", "--out", "OUT"],
+    ["geneval", "IMGS", "--out", "OUT"],
+    ["eval", "shapes", "--generator", "shapes-oracle", "--limit", "1", "--out", "OUT"],
+    ["train", "shapes-tiny", "--out", "OUT", "steps=1", "warmstart_steps=0"],
+])
+def test_device_cuda_without_a_gpu_is_one_clear_line_for_every_command(tmp_path, command):
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    (imgs / "00000" / "samples").mkdir(parents=True)
+    (imgs / "00000" / "metadata.jsonl").write_text('{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a cat"}')
+    Image.new("RGB", (32, 32)).save(imgs / "00000" / "samples" / "00000.png")
+    Image.new("RGB", (32, 32)).save(imgs / "a.png")
+    args = [str(imgs) if a == "IMGS" else str(tmp_path / "out") if a == "OUT" else a for a in command]
+    if command[0] == "score":
+        args[args.index(str(imgs))] = str(imgs / "00000" / "samples")
+    out = _run(*args, "device=cuda") if command[0] == "train" else _run(*args, "--device", "cuda")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "CUDA is not available" in out.stderr

@@ -8,7 +8,6 @@ GenEval's own rules from `metrics.geneval`.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -253,16 +252,11 @@ def test_box_paths_agree_and_noise_is_not_objects():
     assert detect_batch(noise) == [{}, {}]
 
 
-def test_detector_throughput():
+def test_the_batched_detector_finds_every_object_of_a_thousand_images():
+    """(Its speed is measured by benchmarks/bench_stats.py, not asserted here.)"""
     tokens = torch.stack([random_tokens(np.random.default_rng(i)) for i in range(1000)])
-    images = render(tokens)
-    start = time.perf_counter()
-    dets = detect_batch(images)
-    elapsed = time.perf_counter() - start
-    print(f"\nshapes detector: 1000 images of 128 px with 1-6 objects in {elapsed:.2f} s "
-          f"({1000 / elapsed:.0f} images/s)")
+    dets = detect_batch(render(tokens))
     assert sum(len(v) for d in dets for v in d.values()) == int((tokens > 0).sum())
-    assert elapsed < 30  # generous: a loaded 2-core machine; typically well under 1 s
 
 
 # -- prompts ----------------------------------------------------------------------------------------

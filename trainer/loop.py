@@ -91,7 +91,7 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.dist = dist or Dist.from_env(cfg.device)
-        self.device = torch.device(f"cuda:{self.dist.local_rank}" if cfg.device == "cuda" else cfg.device)
+        self.device = torch.device(self.dist.device(cfg.device))  # one check of --device for every command
         self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag)
         self.policy = policy if policy is not None else self._build_policy()
         self.reward_model = reward_model or RewardModel(cfg.reward_weights(), options=cfg.reward_options,
