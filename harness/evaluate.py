@@ -121,6 +121,11 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
         dist.close()
 
 
+def say(message: str) -> None:
+    """A line for the person running the job (stderr; plain text in logs)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _on_all_ranks(dist: Dist, what: str, fn) -> None:
     """Run `fn` on every rank; if it fails on any rank, every rank stops (no rank is left waiting at a
     barrier) and the failing rank's error is raised there."""
@@ -175,6 +180,10 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
     tiles, size = rows * cols, suite.image_size
     units = [Request(item=it, sample_index=k, seed=derive_seed(cfg.seed, it.id, k), width=cols * size,
                      height=rows * size) for it in mine for k in range(it.n_samples(ipp)) if (it.id, k) not in done]
+    total = sum(it.n_samples(ipp) for it in mine)
+    if dist.is_main and len(units) < total:
+        say(f"resuming: {total - len(units)} of {total} images already generated"
+            + ("" if units else "; nothing left to generate"))
     if not units:
         return
     gen = make_generator(cfg.generator, cfg.generator_options, suite, device=device)
@@ -335,6 +344,10 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
     pending = [s for k, s in sorted(samples.items())
                if k[0] in my_ids and (k not in scored or scored[k].get("error"))]
     _check_requested_settings(rd, m, cfg, scored, write=dist.is_main, store=store)
+    mine_total = sum(1 for k in samples if k[0] in my_ids)
+    if dist.is_main and mine_total and len(pending) < mine_total:
+        say(f"resuming {m.name}: {mine_total - len(pending)} of {mine_total} images already scored"
+            + ("" if pending else "; nothing left to score (no model loaded)"))
     if not pending:
         return
     from tqdm import tqdm

@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"paintbench {args.command}: interrupted; the finished work is kept: rerun the same command to "
+              f"resume{' (with --resume)' if args.command == 'train' else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `paintbench results ... | head`
         return 0

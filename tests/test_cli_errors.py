@@ -133,3 +133,11 @@ def test_device_cuda_without_a_gpu_is_one_clear_line_for_every_command(tmp_path,
     out = _run(*args, "device=cuda") if command[0] == "train" else _run(*args, "--device", "cuda")
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and "CUDA is not available" in out.stderr
+
+
+def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
+    from paintbench.commands import results
+
+    monkeypatch.setattr(results, "run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["results", "somewhere"]) == 130
+    assert "interrupted; the finished work is kept: rerun the same command to resume" in capsys.readouterr().err

@@ -419,3 +419,10 @@ def test_a_headline_outside_its_range_is_refused_by_the_site(tmp_path):
     (run / "results.json").write_text(json.dumps(res))
     with pytest.raises(UserError, match=r"results\.json: metrics\.shapes-geneval value 7\.02 is outside"):
         load_run(run)
+
+
+def test_resume_says_how_much_is_done(tmp_path):
+    cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(tmp_path / "r"))
+    again = cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(tmp_path / "r"))
+    assert "resuming: 8 of 8 images already generated; nothing left to generate" in again.stderr
+    assert "resuming shapes-geneval: 8 of 8 images already scored; nothing left to score (no model loaded)" in again.stderr
