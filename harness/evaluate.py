@@ -61,10 +61,14 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
     ipp = cfg.images_per_prompt or suite.images_per_prompt
     rescore = [M.spec(m).name for m in rescore or []]  # unknown names fail now, aliases resolve
     metrics_ = _metrics(suite, cfg, extra=rescore)
+    for m in metrics_:  # a prompt a metric cannot score is found now, not after the models load
+        M.require_valid_metadata(m.name, [it.metadata for it in items], f"suite {suite.name}")
     kind, _ = parse_spec(cfg.generator)
     if not rescore and kind not in GENERATORS:
         make_generator(cfg.generator, {}, suite)  # raises the "unknown generator, did you mean" error
     rd = RunDir(cfg.out)
+    if rd.root.exists() and not rd.root.is_dir():
+        raise UserError(f"--out {rd.root}: a file, not a run directory")
     if rescore and not rd.config_path.exists():
         raise UserError(f"--rescore: {cfg.out} is not an existing run")
     dist = Dist.from_env(cfg.device)

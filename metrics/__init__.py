@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from paintbench.metrics.registry import ProviderSpec, UnknownMetricError, available, get, register, spec
+from paintbench.metrics.registry import (
+    ProviderSpec,
+    UnknownMetricError,
+    available,
+    get,
+    metadata_problems,
+    register,
+    require_valid_metadata,
+    spec,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from paintbench.metrics.base import Provider, Scores
@@ -26,7 +35,9 @@ __all__ = [
     "UnknownMetricError",
     "available",
     "get",
+    "metadata_problems",
     "register",
+    "require_valid_metadata",
     "spec",
 ]
 

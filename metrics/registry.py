@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paintbench.errors import UnknownNameError
+from paintbench.errors import InputError, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,26 @@ def get(name: str, **kwargs: Any):
     module_name, _, attr = s.target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
     return cls(**kwargs)
+
+
+def metadata_problems(name: str, records: list[Any]) -> list[str]:
+    """What is wrong with each metadata record for metric `name`, checked before any model is loaded
+    (a provider class declares `metadata_problem(record) -> str | None`; most need no metadata). Imports
+    the provider's module, not its weights."""
+    s = spec(name)
+    module_name, _, attr = s.target.partition(":")
+    check = getattr(getattr(importlib.import_module(module_name), attr), "metadata_problem", None)
+    if check is None:
+        return []
+    return [f"record {i} ({(r or {}).get('prompt', '')!r}): {why}" for i, r in enumerate(records)
+            if (why := check(r or {})) is not None]
+
+
+def require_valid_metadata(name: str, records: list[Any], where: str) -> None:
+    problems = metadata_problems(name, records)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise InputError(f"{where}: {len(problems)} prompt(s) cannot be scored by {name}: {shown}")
 
 
 class UnknownMetricError(UnknownNameError):

@@ -220,3 +220,16 @@ def test_oversized_and_elongated_images_fail_alone_and_animated_ones_are_noted(t
                               "check_size(1, 100000, 'x'); print('ok')"], capture_output=True, text=True,
                              env={**os.environ, MAX_ASPECT_ENV: "200000"})
     assert env_out.stdout.strip() == "ok"
+
+
+def test_problems_found_before_any_model_loads(tmp_path):
+    """Before, these surfaced only after the models had loaded (minutes with real weights)."""
+    _images(tmp_path / "imgs", n=2)
+    empty = tmp_path / "no-weights"  # nothing could load: an error about weights would mean it tried
+    out = cli("score", "--metric", "imagereward", "--images", str(tmp_path / "imgs"), "--weights-dir", str(empty),
+              "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "gives none: pass --prompts FILE" in out.stderr
+    (tmp_path / "file").write_text("x")
+    out = cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--weights-dir", str(empty),
+              "--out", str(tmp_path / "file"))
+    assert out.returncode == 2 and "a file, not a run directory" in out.stderr and "Traceback" not in out.stderr

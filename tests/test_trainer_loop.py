@@ -19,6 +19,7 @@ from paintbench.trainer.loop import Trainer
 from paintbench.trainer.loss import k3_kl
 from paintbench.trainer.policy import MASK
 from paintbench.trainer.schedule import maskgrpo_ratio
+from tests.shared_data import SHARED, require
 
 SMALL = {
     "steps": 2, "warmstart_steps": 0, "prompts_per_step": 2, "group_size": 4, "rollout_steps": 4,
@@ -328,3 +329,40 @@ def test_disk_full_while_training_is_one_clear_line(tmp_path, monkeypatch, capsy
     assert code == 2
     assert capsys.readouterr().err.strip() == (f"paintbench train: error: {tmp_path / 't' / 'metrics.jsonl'}: "
                                                "No space left on device")
+
+
+def _small_overrides() -> list[str]:
+    return [f"{k}={json.dumps(v)}" for k, v in SMALL.items()] + ["steps=1"]
+
+
+def test_the_readmes_multi_reward_example_trains(tmp_path, capsys):
+    """`paintbench train CONFIG --reward geneval=1.0 --reward hps-v2.1=0.5` failed: the file's
+    reward_options for shapes-geneval clashed with the replaced reward list."""
+    from paintbench import cli
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    weights = tmp_path / "w"
+    for m in ("geneval", "hps-v2.1"):
+        write_tiny_weights(m, weights)
+    # the shapes world's classes are not COCO's: refused before any model is built, naming the class
+    code = cli.main(["train", "shapes-tiny", "--reward", "geneval=1.0", "--reward", "hps-v2.1=0.5",
+                     "--weights-dir", str(weights), "--out", str(tmp_path / "mix"), *_small_overrides()])
+    assert code == 2 and "cannot be scored by geneval" in capsys.readouterr().err
+    assert not (tmp_path / "mix" / "metrics.jsonl").exists()
+    prompts = require(SHARED / "data" / "geneval" / "evaluation_metadata.jsonl")
+    code = cli.main(["train", "shapes-tiny", "--reward", "geneval=1.0", "--reward", "hps-v2.1=0.5",
+                     "--weights-dir", str(weights), "--out", str(tmp_path / "mix"), *_small_overrides(),
+                     f"prompts={prompts}", "eval_every=0"])
+    assert code == 0, capsys.readouterr().err
+    row = read_metrics(tmp_path / "mix")[-1]
+    assert "reward/geneval/mean" in row and "reward/hps-v2.1/mean" in row
+
+
+def test_an_unknown_reward_is_refused_before_anything_runs(tmp_path, capsys):
+    from paintbench import cli
+
+    assert cli.main(["train", "shapes-tiny", "--reward", "hps-v3", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'hps-v3'" in err and "hps-v2" in err
+    assert cli.main(["train", "shapes-tiny", "--weights-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "--weights-dir" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -86,6 +86,7 @@ class HTGRPOConfig:
     reward_options: dict = field(default_factory=lambda: {"shapes-geneval": {"mode": "reward"}}, metadata={
         "cli": False, "help": "constructor options per reward provider (device is added)"})
     reward_aggregation: str = _f("sum_then_normalize", "sum_then_normalize | normalize_then_sum (GDPO)")
+    weights_dir: str | None = _f(None, "weights directory of the reward metrics (default: $PAINTBENCH_WEIGHTS)")
     reward_async: bool = _f(False, "score each rollout batch in a worker thread while the next is sampled")
 
     # -- advantages --------------------------------------------------------------------------------------
@@ -254,7 +255,25 @@ def load_config(config: str | Path | dict[str, Any] | None = None, overrides: di
     over = dict(overrides or {})
     preset = str(over.get("preset") or file_layer.get("preset") or "htgrpo")
     layers = [file_layer, over]
+    if "reward" in over and "reward_options" not in over:
+        # a replaced reward list keeps only the options of the rewards it still names (the file's options
+        # for `shapes-geneval` must not clash with `--reward geneval=1.0 --reward hps-v2.1=0.5`)
+        names = {str(r).partition("=")[0].strip() for r in (over["reward"] if isinstance(over["reward"], list)
+                                                             else [over["reward"]])}
+        kept = {k: v for k, v in (file_layer.get("reward_options") or {}).items() if k in names}
+        file_layer = {**file_layer, "reward_options": kept}
+        over = {**over, "reward_options": kept}
     return build(HTGRPOConfig, file_layer, preset_layer(preset, layers), over, source=source)
+
+
+def check_rewards(cfg: HTGRPOConfig) -> None:
+    """Every reward is a registered metric: checked before any model is built (`--dry-run` too)."""
+    from paintbench import metrics
+    from paintbench.trainer.rewards import ensure_harness_metrics
+
+    ensure_harness_metrics()
+    for name in cfg.reward_weights():
+        metrics.spec(name)  # UnknownMetricError: one line with the close names
 
 
 def config_keys() -> list[str]:

@@ -94,7 +94,12 @@ class Trainer:
         self.device = torch.device(self.dist.device(cfg.device))  # one check of --device for every command
         self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag)
         self.policy = policy if policy is not None else self._build_policy()
-        self.reward_model = reward_model or RewardModel(cfg.reward_weights(), options=cfg.reward_options,
+        if reward_model is None:
+            from paintbench.metrics.registry import require_valid_metadata
+
+            for name in cfg.reward_weights():
+                require_valid_metadata(name, self.records, f"prompts {cfg.prompts!r}")
+        self.reward_model = reward_model or RewardModel(cfg.reward_weights(), options=cfg.reward_options, weights_dir=cfg.weights_dir,
                                                         device=self.device)
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
         self.sampler = SamplerOptions.from_dict(cfg.sampler_options())

@@ -44,19 +44,21 @@ class RewardResult:
                             {k: torch.cat([p.extras[k] for p in parts]) for k in extra})
 
 
+def ensure_harness_metrics() -> None:
+    """A source checkout that was never pip-installed has no entry points: the harness's providers (the
+    shapes world) are still one import away."""
+    from paintbench.harness.plugins import SPECS
+
+    for spec in SPECS:
+        if spec.name not in metrics.available():
+            metrics.register(spec)
+
+
 def _get_provider(name: str, **kwargs: Any):
     try:
         return metrics.get(name, **kwargs)
     except UnknownMetricError:
-        # A source checkout that was never pip-installed has no entry points: the harness's providers
-        # (the shapes world) are still one import away.
-        try:
-            from paintbench.harness.plugins import SPECS
-        except ImportError:
-            raise
-        for spec in SPECS:
-            if spec.name not in metrics.available():
-                metrics.register(spec)
+        ensure_harness_metrics()
         return metrics.get(name, **kwargs)
 
 
@@ -69,6 +71,7 @@ class RewardModel:
         *,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         device: str | torch.device = "cpu",
+        weights_dir: str | None = None,
     ) -> None:
         if not weights:
             raise ValueError("no rewards configured")
@@ -78,7 +81,10 @@ class RewardModel:
         unknown = set(options) - set(self.weights)
         if unknown:
             raise ValueError(f"reward_options for rewards that are not configured: {sorted(unknown)}")
-        self.providers = {name: _get_provider(name, device=self.device, **dict(options.get(name, {})))
+        common: dict[str, Any] = {"device": self.device}
+        if weights_dir is not None:
+            common["weights_dir"] = weights_dir
+        self.providers = {name: _get_provider(name, **common, **dict(options.get(name, {})))
                           for name in self.weights}
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str],

@@ -154,6 +154,12 @@ class GenEvalProvider(Provider):
         # detector skips those pairs' masks; the raw output above it is exactly mmdet's.
         self.min_class_prob = min(self.options.threshold, self.options.counting_threshold)
 
+    @staticmethod
+    def metadata_problem(record: Mapping[str, Any]) -> str | None:
+        """Why GenEval cannot score a prompt with this metadata (checked before any model loads)."""
+        issues = validate_metadata(record)
+        return "; ".join(issues) if issues else None
+
     def decode(self, path: str | os.PathLike[str]) -> Image.Image:
         """GenEval reads a file with its EXIF orientation applied (`ImageOps.exif_transpose`, as the
         official colour step does), on the folder command and the harness alike."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 
+from paintbench.errors import UserError
+
 EXIT_SOME_FAILED = 3
 
 
@@ -45,6 +47,10 @@ def run(args: argparse.Namespace) -> int:
 
     names = list(dict.fromkeys(metrics.spec(m).name for m in args.metric))  # unknown names fail before any work
     fi = read_image_inputs(args.images, args.prompts, names)
+    needing = [n for n in names if metrics.spec(n).needs_prompt]
+    if needing and fi.suite.items and all(it.prompt is None for it in fi.suite.items):
+        raise UserError(f"{', '.join(needing)} score(s) an image against its prompt, and {args.images} gives "
+                        "none: pass --prompts FILE (or put a NAME.txt beside each image)")
     cfg = EvalConfig(out=str(args.out), weights_dir=args.weights_dir, device=args.device, dtype=args.dtype,
                      batch_size=args.batch_size, progress=not args.no_progress)
     run_folder(fi, cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     p.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
                    help="reward provider and weight (repeatable; replaces the config's list)")
+    p.add_argument("--weights-dir", help="weights directory of the reward metrics (default: $PAINTBENCH_WEIGHTS or "
+                   "~/.cache/paintbench/weights)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and help")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -26,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from paintbench.config import help_table, parse_overrides, to_dict
     from paintbench.errors import UserError
-    from paintbench.trainer.config import HTGRPOConfig, load_config
+    from paintbench.trainer.config import HTGRPOConfig, check_rewards, load_config
 
     if args.list_keys:
         print(help_table(HTGRPOConfig))
@@ -34,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.reward:
         overrides["reward"] = list(args.reward)
+    if args.weights_dir:
+        overrides["weights_dir"] = args.weights_dir
     cfg = load_config(args.config, overrides)
-    cfg.reward_weights()  # validate NAME=WEIGHT entries before any model is built
+    check_rewards(cfg)  # NAME=WEIGHT entries and metric names, before any model is built
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: a file, not a folder")
+    if cfg.weights_dir and not Path(cfg.weights_dir).expanduser().is_dir():
+        raise UserError(f"--weights-dir {cfg.weights_dir}: no such folder")
     if args.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
