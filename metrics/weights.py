@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from paintbench.errors import MissingFileError
+from paintbench.errors import InputError, MissingFileError, UserError
 
 ENV_WEIGHTS_DIR = "PAINTBENCH_WEIGHTS"
 
@@ -153,13 +153,26 @@ def resolve(
     candidate = directory / spec.filename
     if _present(candidate, spec):
         return candidate
-    searched.append(f"weights directory: {candidate}")
+    where = "--weights-dir" if weights_dir is not None else f"${ENV_WEIGHTS_DIR} or the default"
+    note = f" (the folder {directory} does not exist: is {where} right?)" if not directory.is_dir() else ""
+    searched.append(f"weights directory: {candidate}{note}")
     cached = _from_hf_cache(spec)
     if cached is not None:
         return cached
     if spec.hf_repo:
-        searched.append(f"Hugging Face cache: {spec.hf_repo}/{spec.hf_filename or spec.filename}")
+        searched.append(f"Hugging Face cache ({_hf_cache_dir()}): {spec.hf_repo}/{spec.hf_filename or spec.filename}")
+    else:
+        searched.append("Hugging Face cache: not searched (this file has no Hugging Face source)")
     raise MissingWeightsError(spec, searched)
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except ImportError:
+        return "~/.cache/huggingface/hub"
 
 
 def find(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
@@ -268,23 +281,36 @@ def fetch(name: str, dest: str | os.PathLike[str] | None = None, *, progress: bo
     if _present(target, spec):
         _check_sha(spec, target)
         return target
-    if spec.hf_repo:
-        from huggingface_hub import hf_hub_download
-
-        if spec.is_dir:
-            target.mkdir(exist_ok=True)
-            for f in spec.files:
-                got = hf_hub_download(spec.hf_repo, f)
-                shutil.copyfile(got, target / f)
-        else:
-            got = hf_hub_download(spec.hf_repo, spec.hf_filename or spec.filename)
-            _atomic_copy(Path(got), target)
-    elif spec.url:
-        _download(spec.url, target, progress=progress)
-    else:
+    if not (spec.hf_repo or spec.url):
         raise MissingWeightsError(spec, ["no public download source is known for this file"])
+    try:
+        if spec.hf_repo:
+            from huggingface_hub import hf_hub_download
+
+            if spec.is_dir:
+                target.mkdir(exist_ok=True)
+                for f in spec.files:
+                    got = hf_hub_download(spec.hf_repo, f)
+                    shutil.copyfile(got, target / f)
+            else:
+                got = hf_hub_download(spec.hf_repo, spec.hf_filename or spec.filename)
+                _atomic_copy(Path(got), target)
+        else:
+            _download(spec.url, target, progress=progress)  # type: ignore[arg-type]
+    except Exception as e:  # offline, refused, timed out: say what was fetched, where to, and the way by hand
+        raise FetchError(spec, target, e) from e
     _check_sha(spec, target)
     return target
+
+
+class FetchError(UserError):
+    """A download that failed; the message names the file, the destination and how to place it by hand."""
+
+    def __init__(self, spec: WeightSpec, target: Path, cause: BaseException) -> None:
+        super().__init__(
+            f"cannot fetch {spec.name} ({spec.filename}) from {spec.source} into {target}: "
+            f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}. On a machine without "
+            f"network, download it elsewhere and copy it to {target} (or into any folder you pass as --weights-dir)")
 
 
 def _check_sha(spec: WeightSpec, target: Path) -> None:
@@ -293,7 +319,7 @@ def _check_sha(spec: WeightSpec, target: Path) -> None:
     f = target / spec.files[0] if spec.is_dir else target
     got = sha256_file(f)
     if got != spec.sha256:
-        raise ValueError(f"{f}: sha256 {got} does not match the expected {spec.sha256}; delete it and fetch again")
+        raise InputError(f"{f}: sha256 {got} does not match the expected {spec.sha256}; delete it and fetch again")
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:

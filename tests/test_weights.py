@@ -118,3 +118,31 @@ def test_catalog_lists_official_names():
                      "bert-base-uncased", "HPS_v2_compressed.pt", "HPS_v2.1_compressed.pt"):
         assert official in names
     json.dumps([s.source for s in W.catalog().values()])
+
+
+def test_fetch_offline_names_the_file_the_destination_and_the_way_by_hand(tmp_path, monkeypatch):
+    """Offline, `weights fetch` printed a library traceback; `--weights-dir` is the flag as everywhere."""
+    from paintbench import cli
+
+    def offline(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(W, "_download", offline)
+    code = cli.main(["weights", "fetch", "aesthetic-head", "--weights-dir", str(tmp_path)])
+    assert code == 2
+    with pytest.raises(W.FetchError) as e:
+        W.fetch("aesthetic-head", tmp_path)
+    msg = str(e.value)
+    assert "sac+logos+ava1-l14-linearMSE.pth" in msg and str(tmp_path / "sac+logos+ava1-l14-linearMSE.pth") in msg
+    assert "download it elsewhere and copy it" in msg and "Network is unreachable" in msg
+
+
+def test_the_missing_weight_error_lists_every_place_and_a_folder_that_does_not_exist(tmp_path):
+    with pytest.raises(W.MissingWeightsError) as e:
+        W.resolve("hps-v2.1", weights_dir=tmp_path / "typo")
+    msg = str(e.value)
+    assert f"{tmp_path / 'typo'} does not exist: is --weights-dir right?" in msg
+    assert "Hugging Face cache (" in msg and "xswu/HPSv2" in msg
+    with pytest.raises(W.MissingWeightsError) as e:
+        W.resolve("aesthetic-head", weights_dir=tmp_path)
+    assert "Hugging Face cache: not searched" in str(e.value)

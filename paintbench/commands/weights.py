@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     path.add_argument("--weights-dir")
     fetch = sub.add_parser("fetch", help="download a weight file (needs network) and check its sha256")
     fetch.add_argument("name", nargs="+", help="weight names, or 'all'")
-    fetch.add_argument("--dest", help="weights directory to write into (default: the weights directory)")
+    fetch.add_argument("--weights-dir", "--dest", dest="dest",
+                       help="weights directory to write into (default: $PAINTBENCH_WEIGHTS or ~/.cache/paintbench/weights)")
     tiny = sub.add_parser("make-tiny", help="write tiny random checkpoints in the official formats (demos, tests)")
     tiny.add_argument("dest", help="directory to write into (use it as --weights-dir)")
     tiny.add_argument("--metric", action="append", help="only these metrics (default: all that support it)")
