@@ -509,7 +509,10 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         res["higher_is_better"] = M.spec(m.name).higher_is_better  # so a site ranks it without the plugin
         res["options"] = m.options
         res["n_expected"] = suite.n_samples(items, ipp)
-        res["errors"] = [r["error"] for r in records if r.get("error")][:50]
+        errors = [r["error"] for r in records if r.get("error")]
+        res["errors"] = errors[:50] + ([f"... and {len(errors) - 50} more (scores/{m.name}.jsonl has them all)"]
+                                       if len(errors) > 50 else [])
+        res["n_errors"] = len(errors)
         prov = rd.root / "scores" / f"{m.name}.provenance.json"
         res["provenance"] = json.loads(prov.read_text()) if prov.exists() else None
         out_metrics[m.name] = res

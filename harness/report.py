@@ -12,10 +12,15 @@ from paintbench.harness.rundir import RunDir, read_jsonl
 
 
 def load_results(run: str | Path) -> dict[str, Any]:
+    if not Path(run).is_dir():
+        raise UserError(f"{run}: no such folder")
     path = RunDir(run).results_path
     if not path.exists():
         raise UserError(f"{run}: no results.json (is the run finished? rerun the same `paintbench eval` to resume)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); rerun the same `paintbench eval` to rebuild it") from e
 
 
 def _fmt(x: float | None, pct: bool) -> str:
@@ -46,6 +51,8 @@ def format_results(results: dict[str, Any]) -> str:
     if results.get("generation_failures"):
         lines.append(f"\n{len(results['generation_failures'])} image(s) could not be generated or found:")
         lines += [f"  {e}" for e in results["generation_failures"][:10]]
+        if len(results["generation_failures"]) > 10:
+            lines.append(f"  ... and {len(results['generation_failures']) - 10} more (results.json lists them all)")
     return "\n".join(lines)
 
 

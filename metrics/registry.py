@@ -195,7 +195,8 @@ def require_valid_metadata(name: str, records: list[Any], where: str) -> None:
 class UnknownMetricError(UnknownNameError):
     def __init__(self, name: str) -> None:
         choices = sorted(set(_REGISTRY) | set(_ALIASES))
-        close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+        close = list(dict.fromkeys(_ALIASES.get(c, c) for c in difflib.get_close_matches(name, choices, n=5,
+                                                                                              cutoff=0.5)))[:3]
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         super().__init__(f"unknown metric {name!r}{hint} Available: {', '.join(sorted(_REGISTRY))}")
         self.name = name

@@ -73,12 +73,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build(cls: type[T], *layers: dict[str, Any], source: str = "config") -> T:
+def build(cls: type[T], *layers: dict[str, Any], source: str = "config", sources: list[str] | None = None) -> T:
     """Instantiate `cls` from dict layers (later layers win; None values are ignored). Unknown keys are
-    an error naming the key and the known ones."""
+    an error naming the key and where it came from (`sources`: one name per layer, e.g. the YAML file and
+    "the command line", so a typo on the command line never blames the file)."""
     names = {f.name for f in dataclasses.fields(cls)}
     merged: dict[str, Any] = {}
-    for layer in layers:
+    for i, layer in enumerate(layers):
+        where = sources[i] if sources is not None and i < len(sources) else source
         for k, v in layer.items():
             key = k.replace("-", "_")
             if key not in names:
@@ -86,7 +88,7 @@ def build(cls: type[T], *layers: dict[str, Any], source: str = "config") -> T:
 
                 close = difflib.get_close_matches(key, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UserError(f"{source}: unknown key {k!r}{hint}")
+                raise UserError(f"{where}: unknown key {k!r}{hint}")
             if v is not None:
                 merged[key] = v
     try:

@@ -141,3 +141,35 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
     monkeypatch.setattr(results, "run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["results", "somewhere"]) == 130
     assert "interrupted; the finished work is kept: rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_small_messages_say_the_right_thing(tmp_path, capsys):
+    from paintbench import metrics
+
+    # a typo on the command line blames the command line, not the config file
+    assert cli.main(["train", "shapes-tiny", "lamda_s=1", "--dry-run"]) == 2
+    assert "the command line (key=value): unknown key 'lamda_s' (did you mean 'lambda_s'?)" in capsys.readouterr().err
+    # suggestions are names that exist as metrics (an alias is shown as its metric)
+    with pytest.raises(KeyError) as e:
+        metrics.spec("hpsv2.x")
+    assert "did you mean 'hps-v2.1'" in str(e.value) and "'hpsv2.1'" not in str(e.value)
+    # results on a folder that is not there
+    assert cli.main(["results", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+    # weights list: every row's columns line up
+    assert cli.main(["weights", "list", "--weights-dir", str(tmp_path)]) == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines()[2:] if ln and not ln.startswith(" ")]
+    assert len({ln.index("MISSING") if "MISSING" in ln else ln.index("missing") for ln in rows}) == 1
+    # a generator module that is not on the path says how to put it there
+    out = _run("eval", "shapes", "--generator", "python:not_on_path:gen", "--limit", "1", "--out", str(tmp_path / "r"))
+    assert out.returncode == 2 and "PYTHONPATH" in out.stderr
+
+
+def test_a_long_failure_list_says_how_many_more():
+    from paintbench.harness.report import format_results
+
+    res = {"run_name": "r", "suite": {"name": "s", "version": 1, "n_prompts": 1, "images_per_prompt": 1},
+           "primary_metric": "m", "metrics": {}, "generator": {"generator": "g"},
+           "generation_failures": [f"img{i}: gone" for i in range(13)]}
+    text = format_results(res)
+    assert "img9: gone" in text and "img10" not in text and "... and 3 more" in text

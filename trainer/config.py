@@ -263,7 +263,8 @@ def load_config(config: str | Path | dict[str, Any] | None = None, overrides: di
         kept = {k: v for k, v in (file_layer.get("reward_options") or {}).items() if k in names}
         file_layer = {**file_layer, "reward_options": kept}
         over = {**over, "reward_options": kept}
-    return build(HTGRPOConfig, file_layer, preset_layer(preset, layers), over, source=source)
+    return build(HTGRPOConfig, file_layer, preset_layer(preset, layers), over,
+                 sources=[source, f"preset {preset!r}", "the command line (key=value)"])
 
 
 def check_rewards(cfg: HTGRPOConfig) -> None:

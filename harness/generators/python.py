@@ -1,7 +1,8 @@
 """`python:module:function`: a user's function `f(prompts, seeds, **options) -> list[image]`.
 
-It also receives `metadata=` (the suite's per-prompt records) and `size=(width, height)` when its
-signature accepts them."""
+It also receives `metadata=` (the suite's per-prompt records) and `size=(width, height)` (in that order:
+width first) when its signature accepts them. `module` is imported by name, so its folder must be on
+`PYTHONPATH` (e.g. `PYTHONPATH=. paintbench eval ... --generator python:mygen:make`)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ class PythonGenerator(Generator):
         try:
             self.fn = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError) as e:
-            raise UserError(f"python generator: cannot import {arg} ({e})") from e
+            raise UserError(f"python generator: cannot import {arg} ({e}); is the folder of `{module}` on "
+                            "PYTHONPATH? (e.g. PYTHONPATH=. paintbench eval ...)") from e
         self._params = set(inspect.signature(self.fn).parameters)
 
     def generate(self, requests: list[Request]) -> list[GeneratedImage]:

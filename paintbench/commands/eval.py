@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace):
         metric, _, opt = key.rpartition(".")  # metric names may contain dots (hps-v2.1.KEY)
         metric_opts.setdefault(metric, {})[opt] = value
     cfg = build(EvalConfig, base, flags, {"generator_options": gen_opts, "metric_options": metric_opts},
-                source=args.config or "command line")
+                sources=[args.config or "config", "the command line", "the command line"])
     if not cfg.generator and not args.rescore:
         raise UserError("eval needs --generator (e.g. shapes-oracle, folder:DIR, diffusers:PATH)")
     return cfg

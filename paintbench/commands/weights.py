@@ -89,8 +89,9 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(f"weights directory: {args.weights_dir or W.default_weights_dir()} "
           f"(then the Hugging Face cache)\n")
+    wn, wf = max(len(x["name"]) for x in rows), max(len(x["file"]) for x in rows)
     for r in rows:
         state = f"present: {r['present']}" if r["present"] else ("missing (optional)" if r["optional"] else "MISSING")
-        print(f"{r['name']:<24} {r['file']:<36} {state}")
-        print(f"{'':<24} used by {', '.join(r['used_by']) or '-'}; source {r['source']}")
+        print(f"{r['name']:<{wn}}  {r['file']:<{wf}}  {state}")
+        print(f"{'':<{wn}}  used by {', '.join(r['used_by']) or '-'}; source {r['source']}")
     return 0
