@@ -292,9 +292,19 @@ def test_folder_of_grids_to_answers_to_scores_and_rescore_reproduces_them(weight
     r = json.loads(rescored.read_text())
     assert r["dpg"] == s["dpg"] and r["l1"] == s["l1"] and r["l2"] == s["l2"]
     assert r["prompt_scores"] == s["prompt_scores"] and r["label"] == "dpg"
-    # the fixed rules on the same answers, without the model
+    # the fixed rules on the same answers, without the model: every question of the strict reading was
+    # asked in official mode too (official drops the CSV's first data row), so nothing is unanswered
     fixed = rescore(csv_path, out / "answers.json", "fixed")
     assert fixed["mode"] == "fixed" and set(fixed["prompt_scores"]) == {"item_a", "item_b"}
+    assert not fixed["failed"] or set(fixed["failed"]) <= {"item_c", "item_e", "item.d"}
+    code = dpg_cmd.run(_parse(["rescore", "--questions", str(csv_path), "--answers", str(out / "answers.json"),
+                               "--mode", "fixed", "--out", str(tmp_path / "fixed.json")]))
+    fixed_cli = json.loads((tmp_path / "fixed.json").read_text())
+    assert {"item_a", "item_b"} <= set(fixed_cli["prompt_scores"])
+    strict = load_questions(csv_path, official_quirks=False)
+    answered = load_answers(out / "answers.json")
+    for item in ("item_a", "item_b"):
+        assert {q.question for q in strict[item]} <= set(answered[item][0])
 
 
 def test_folder_run_resumes_and_refuses_mixed_settings(weights_dir, csv_path, tmp_path, monkeypatch):
@@ -334,3 +344,26 @@ def test_dpg_eval_command(weights_dir, csv_path, tmp_path, capsys):
         dpg_cmd.run(_parse(["rescore", "--questions", str(bad), "--answers", str(out / "answers.json")]))
     with pytest.raises(UserError, match="no such file"):
         dpg_cmd.run(_parse(["rescore", "--questions", str(tmp_path / "none.csv"), "--answers", "x.json"]))
+
+
+def test_an_official_mode_run_can_be_rescored_in_fixed_mode(weights_dir, tmp_path):
+    """Official mode drops the CSV's first data row; the VQA step used to skip that question, so
+    `rescore --mode fixed` of an official run failed. Every question of the table is asked now."""
+    csv_path = tmp_path / "no_placeholder.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(HEADER)
+        for item in ("item_a", "item_b"):
+            for pid, dep, tup, q in TABLES[item]:
+                w.writerow([item, f"prompt of {item}", "", pid, dep, tup.split(" ")[0], "", tup, q])
+    images = tmp_path / "grids"
+    images.mkdir()
+    make_grid(30).save(images / "item_a.png")
+    make_grid(31).save(images / "item_b.png")
+    out = tmp_path / "out"
+    _eval(csv_path, images, out, weights_dir)  # official mode
+    official = load_questions(csv_path, official_quirks=True)
+    assert "Is there a cat?" not in {q.question for q in official["item_a"]}  # the dropped row
+    assert all("Is there a cat?" in tile for tile in load_answers(out / "answers.json")["item_a"])
+    fixed = rescore(csv_path, out / "answers.json", "fixed")
+    assert set(fixed["prompt_scores"]) == {"item_a", "item_b"} and not fixed["failed"]

@@ -142,6 +142,10 @@ class DPGProvider(Provider):
         self.pic_num = check_pic_num(pic_num)
         self.resolution = None if resolution is None else int(resolution)
         self.tables = self._load_tables(questions)
+        # The questions asked are those of the *strict* reading of the CSV too, whatever the mode: official
+        # mode drops rows (the first data row, replaced duplicates) that fixed mode scores, and saved answers
+        # must rescore both ways. Scoring still uses only the mode's own table.
+        self.ask_tables = self._strict_tables(questions)
         if isinstance(weights, Mapping):
             weights = weights.get("mplug-vqa-large")
         self.vqa = vqa if vqa is not None else make_backend(
@@ -163,6 +167,20 @@ class DPGProvider(Provider):
         if isinstance(questions, Mapping):
             return questions
         return load_questions(questions, official_quirks=self.official_quirks)
+
+    def _strict_tables(self, questions) -> Mapping[str, Sequence[Question]] | None:
+        if not self.official_quirks or questions is None or isinstance(questions, Mapping):
+            return None
+        try:
+            return load_questions(questions, official_quirks=False)
+        except DPGError:  # a CSV only the official reader accepts: ask what the official table has
+            return None
+
+    def _asked(self, item: str, questions: list[Question]) -> list[str]:
+        """The question texts to ask for `item`: its table's, plus those only the strict reading has."""
+        asked = [q.question for q in questions]
+        extra = self.ask_tables.get(item, []) if self.ask_tables is not None else []
+        return list(dict.fromkeys([*asked, *(q.question for q in extra)]))
 
     @property
     def label(self) -> str:
@@ -217,8 +235,9 @@ class DPGProvider(Provider):
                 base["item_id"] = item
                 grid = tensor_to_pil(images.tensor[i]) if images.tensor is not None else images.pil[i]  # type: ignore[index]
                 tiles = split_grid(grid, self.resolution, self.pic_num, name=f"{name} (item {item!r})")
-                tile_answers = ask_tiles(self.vqa, tiles, [q.question for q in questions])
+                tile_answers = ask_tiles(self.vqa, tiles, self._asked(item, questions))
                 self.answers[item] = tile_answers
+                base["answers"] = tile_answers  # kept even when the rules then fail the item: rescore needs them
                 result = score_item(questions, tile_answers, self.mode)  # type: ignore[arg-type]
             except DPGError as e:
                 if item is not None:
@@ -229,7 +248,7 @@ class DPGProvider(Provider):
             self.results[item] = result
             values.append(result.prompt_score)
             details.append({**base, "prompt_score": result.prompt_score, "tile_scores": list(result.tile_scores),
-                            "answers": tile_answers, "values": [list(v) for v in result.values],
+                            "values": [list(v) for v in result.values],
                             "category_contributions": [list(c) for c in result.category_contributions]})
         if self.answers_path is not None:
             self.save_answers()
