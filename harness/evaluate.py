@@ -39,7 +39,7 @@ from paintbench.harness.generators import GENERATORS, make_generator, parse_spec
 from paintbench.harness.generators.base import GeneratorError, Request
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import JsonlAppender, RunDir, write_json
-from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite
+from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite, stratified_sample
 from paintbench.metrics.images import frames_of
 
 
@@ -57,7 +57,7 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
     if not (cfg.suite or suite) or not cfg.out:
         raise UserError("eval needs a suite and --out")
     suite = suite or load_suite(cfg.suite, cfg.include_path)
-    items = suite.items[: cfg.limit] if cfg.limit else suite.items
+    items = stratified_sample(suite.items, cfg.limit, cfg.seed) if cfg.limit else suite.items
     ipp = cfg.images_per_prompt or suite.images_per_prompt
     rescore = [M.spec(m).name for m in rescore or []]  # unknown names fail now, aliases resolve
     metrics_ = _metrics(suite, cfg, extra=rescore)
@@ -80,6 +80,8 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
             "generator": cfg.generator, "generator_options": cfg.generator_options, "seed": cfg.seed,
             "images_per_prompt": ipp, "n_prompts": len(items),
         }
+        if cfg.limit:  # which prompts a limited run has (the sampling may change between versions)
+            identity["prompt_ids_sha256"] = hashlib.sha256("\x1f".join(it.id for it in items).encode()).hexdigest()
         if dist.is_main:
             def setup() -> None:
                 held.enter_context(rd.lock())  # a second job on this --out stops here, and so do its ranks
@@ -522,7 +524,8 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         "run_name": cfg.name or Path(cfg.out).resolve().name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "suite": {"name": suite.name, "version": suite.version, "hash": suite.suite_hash(),
-                  "n_prompts": len(items), "images_per_prompt": ipp, "categories": suite.categories,
+                  "n_prompts": len(items), "n_prompts_suite": len(suite.items), "images_per_prompt": ipp,
+                  "categories": suite.categories,
                   "leaderboard": suite.leaderboard},
         "generator": samples[0]["generation"] if samples else {"generator": parse_spec(cfg.generator)[0]},
         "seed": cfg.seed,

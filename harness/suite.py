@@ -345,3 +345,26 @@ def _check_unique(items: list[PromptItem], path: Path) -> None:
         if it.id in seen:
             raise UserError(f"{path}: duplicate prompt id {it.id!r}")
         seen.add(it.id)
+
+
+def stratified_sample(items: list[PromptItem], n: int, seed: int) -> list[PromptItem]:
+    """`n` prompts spread over the categories (round-robin over the suite's categories, a seeded shuffle
+    within each), in suite order: `--limit 10` of a task-sorted suite covers every task, not the first one.
+    Pure and deterministic for (items, n, seed)."""
+    import random
+
+    if n >= len(items):
+        return list(items)
+    groups: dict[str | None, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it.category, []).append(i)
+    rng = random.Random(f"paintbench-limit/{seed}")
+    for idx in groups.values():
+        rng.shuffle(idx)
+    chosen: list[int] = []
+    queues = list(groups.values())
+    while len(chosen) < n:
+        for q in queues:
+            if q and len(chosen) < n:
+                chosen.append(q.pop())
+    return [items[i] for i in sorted(chosen)]

@@ -207,12 +207,20 @@ def _unique_ids(all_tables: list[tables.Table]) -> None:
 
 
 def _pick_baseline(runs: list[Run], baseline: str | None) -> list[Run]:
-    """Runs with the baseline first (matched by display name or directory name); else input order."""
+    """Runs with the baseline first: the one named (display name or directory name), else the run with
+    the most prompts (a partial run as the baseline would restrict every comparison to its prompts)."""
     if baseline:
         for i, r in enumerate(runs):
-            if baseline in (r.name, r.root.name, str(r.root)):
+            if _is_named(r, baseline):
                 return [r, *runs[:i], *runs[i + 1 :]]
-    return list(runs)
+    if not runs:
+        return []
+    best = max(range(len(runs)), key=lambda i: (runs[i].n_prompts, -i))
+    return [runs[best], *runs[:best], *runs[best + 1 :]]
+
+
+def _is_named(run: Run, name: str) -> bool:
+    return name in (run.name, run.root.name, str(run.root))
 
 
 # -- the build ---------------------------------------------------------------------------------------------
@@ -244,6 +252,8 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
     run_paths, skipped = expand_run_dirs(list(run_dirs)) if run_dirs else ([], [])
     report.problems += skipped
     runs = [load_run(p) for p in run_paths]
+    if opts.baseline and not any(_is_named(r, opts.baseline) for r in runs):
+        raise UserError(f"--baseline {opts.baseline!r} is none of the runs ({', '.join(r.name for r in runs)})")
     verify_recorded_hashes(runs, Path(out) / "_cache" / "verified-images.json")
     for r, name in zip(runs, dedupe_names([r.name for r in runs]), strict=True):
         r.name = name

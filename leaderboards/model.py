@@ -80,6 +80,21 @@ class Run:
         return self.results.get("metrics") or {}
 
     @property
+    def n_prompts(self) -> int:
+        return int(self.suite.get("n_prompts") or 0)
+
+    @property
+    def is_partial(self) -> bool:
+        """Fewer prompts than the suite has (`--limit`): never ranked among complete runs."""
+        total = self.suite.get("n_prompts_suite")
+        return isinstance(total, int) and self.n_prompts < total
+
+    @property
+    def prompt_coverage(self) -> str:
+        total = self.suite.get("n_prompts_suite")
+        return f"{self.n_prompts} of {total} prompts" if isinstance(total, int) else f"{self.n_prompts} prompts"
+
+    @property
     def primary_metric(self) -> str | None:
         primary = self.results.get("primary_metric")
         if primary in self.metrics:

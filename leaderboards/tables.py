@@ -361,7 +361,24 @@ def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *,
 
 
 def suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alpha: float = ALPHA) -> list[Table]:
-    """Every leaderboard table of one suite: its layout's tables, then the other metrics side by side."""
+    """Every leaderboard table of one suite: its layout's tables, then the other metrics side by side.
+    Partial runs (fewer prompts than the suite, e.g. `--limit 10`) are never ranked among complete ones:
+    they get tables of their own, after the complete runs'."""
+    complete = [r for r in runs if not r.is_partial]
+    partial = [r for r in runs if r.is_partial]
+    tables = _suite_tables(suite, complete, paired=paired, alpha=alpha) if complete else []
+    if partial:
+        for t in _suite_tables(suite, partial, paired=paired, alpha=alpha):
+            t.id = f"{t.id}-partial"
+            t.title = f"{t.title} (partial runs, not ranked with complete ones)"
+            t.notes = [*t.notes, "These runs scored fewer prompts than the suite has (e.g. --limit): their "
+                       "numbers are not comparable with complete runs'. " + "; ".join(
+                           f"{r.name}: {r.prompt_coverage}" for r in partial)]
+            tables.append(t)
+    return tables
+
+
+def _suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alpha: float = ALPHA) -> list[Table]:
     layout = layout_for(suite, runs)
     metrics_present: dict[str, None] = {}
     for run in runs:

@@ -19,12 +19,14 @@ import shared_data as sd
 
 
 def official_layout(root, n: int):
-    records = [json.loads(x) for x in (sd.SHARED / "data" / "geneval" / "evaluation_metadata.jsonl").read_text().splitlines()[:n]]
+    """GenEval's layout for the prompts `--limit n` picks (spread over the tasks, seed 0)."""
+    from paintbench.harness.suite import load_suite, stratified_sample
+
     rng = np.random.default_rng(0)
-    for i, rec in enumerate(records):
-        folder = root / f"{i:05d}"
+    for it in stratified_sample(load_suite("geneval").items, n, 0):
+        folder = root / it.id
         (folder / "samples").mkdir(parents=True)
-        (folder / "metadata.jsonl").write_text(json.dumps(rec) + "\n")
+        (folder / "metadata.jsonl").write_text(json.dumps(it.metadata) + "\n")
         for k in range(4):
             Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / "samples" / f"{k:05d}.png")
     return root

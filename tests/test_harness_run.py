@@ -174,9 +174,9 @@ def test_folder_generator_reads_geneval_layout_and_reports_missing_images(tmp_pa
     from PIL import Image
 
     from paintbench.harness.shapes.generators import OracleGenerator
-    from paintbench.harness.suite import load_suite
+    from paintbench.harness.suite import load_suite, stratified_sample
 
-    items = load_suite("shapes").items[:6]
+    items = stratified_sample(load_suite("shapes").items, 6, 0)  # the prompts --limit 6 picks
     root = tmp_path / "geneval_layout"
     for it in items:
         (root / it.id / "samples").mkdir(parents=True)

@@ -791,3 +791,37 @@ def test_temporary_files_of_a_killed_build_are_removed_not_published(runs, tmp_p
     report = build_site([runs["oracle"]], out=site, options=BuildOptions(n_resamples=200, jobs=1))
     assert not any(f.exists() for f in stale) and keep.exists()
     assert sum("interrupted build" in p for p in report.problems) == 2
+
+
+def test_partial_runs_are_apart_the_baseline_is_the_fullest_run_and_an_unknown_one_is_refused(runs, tmp_path):
+    """A --limit 10 run ranked #2 above complete runs, and, first in the alphabet, became the comparisons'
+    baseline (restricting every comparison to its 10 prompts); an unknown --baseline was ignored."""
+    from paintbench.errors import UserError
+    from paintbench.leaderboards.build import _pick_baseline
+
+    suite = tmp_path / "mini-shapes.yaml"
+    suite.write_text(MINI_SUITE)
+    aaa = tmp_path / "aaa-partial"
+    run_eval(EvalConfig(suite=str(suite), generator="shapes-oracle", out=str(aaa), name="aaa-partial", limit=3,
+                        progress=False, n_resamples=200))
+    loaded = [load_run(aaa), load_run(runs["random"]), load_run(runs["oracle"])]
+    assert loaded[0].is_partial and not loaded[1].is_partial and "3 of" in loaded[0].prompt_coverage
+    tabs = tables.suite_tables(loaded[0].suite_name, loaded, paired=None)
+    main = [t for t in tabs if not t.id.endswith("-partial")]
+    apart = [t for t in tabs if t.id.endswith("-partial")]
+    assert apart and all("aaa-partial" not in [r.cells["model"].value for r in t.rows] for t in main)
+    assert [r.cells["model"].value for r in apart[0].rows] == ["aaa-partial"]
+    assert _pick_baseline(loaded, None)[0].n_prompts == max(r.n_prompts for r in loaded)
+    with pytest.raises(UserError, match="--baseline 'nope' is none of the runs"):
+        build_site([aaa, runs["oracle"]], out=tmp_path / "site", options=BuildOptions(baseline="nope", n_resamples=100))
+
+
+def test_limit_samples_across_categories_seeded():
+    from paintbench.harness.suite import load_suite, stratified_sample
+
+    items = load_suite("shapes").items
+    first = stratified_sample(items, 12, seed=0)
+    assert len(first) == 12 and len({it.category for it in first}) == 6  # every task, not the first one's
+    assert first == stratified_sample(items, 12, seed=0)  # deterministic
+    assert first != stratified_sample(items, 12, seed=1)
+    assert [items.index(it) for it in first] == sorted(items.index(it) for it in first)  # suite order
