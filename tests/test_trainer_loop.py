@@ -366,3 +366,20 @@ def test_an_unknown_reward_is_refused_before_anything_runs(tmp_path, capsys):
     assert "unknown metric 'hps-v3'" in err and "hps-v2" in err
     assert cli.main(["train", "shapes-tiny", "--weights-dir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "--weights-dir" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_training_shows_progress_in_a_log_and_is_quiet_on_request(tmp_path):
+    """`paintbench train shapes-tiny` printed nothing for minutes."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "paintbench", "train", "shapes-tiny", *_small_overrides(), "steps=2",
+            "warmstart_steps=4"]
+    out = subprocess.run([*args, "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert any(ln.startswith("warm start 4/4  loss ") for ln in lines)
+    assert any(ln.startswith("train 2/2  step 2  reward ") and " kl " in ln for ln in lines)
+    assert "\r" not in out.stderr  # plain lines in a log, no bar redraws
+    quiet = subprocess.run([*args, "--out", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0 and "train 2/2" not in quiet.stderr and "warm start" not in quiet.stderr

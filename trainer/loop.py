@@ -48,6 +48,7 @@ from paintbench.trainer.logs import RunLogger
 from paintbench.trainer.loss import LossStats, clipped_kl_loss, normalizer_of
 from paintbench.trainer.partition import structure_mask
 from paintbench.trainer.policy import MaskedImagePolicy
+from paintbench.trainer.progress import Progress
 from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
 from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
 from paintbench.trainer.schedule import candidates, stage_of, subset_noise, token_subset
@@ -87,8 +88,10 @@ class Trainer:
         policy: MaskedImagePolicy | None = None,
         reward_model: RewardModel | None = None,
         dist: Dist | None = None,
+        progress: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.progress = progress
         self.out = Path(out_dir)
         self.dist = dist or Dist.from_env(cfg.device)
         self.device = torch.device(self.dist.device(cfg.device))  # one check of --device for every command
@@ -143,8 +146,11 @@ class Trainer:
             if cfg.warmstart_steps > 0:
                 from paintbench.trainer.warmstart import warm_start
 
+                bar = Progress(cfg.warmstart_steps, "warm start", enabled=self.progress and self.dist.is_main)
                 warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
-                           lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed)
+                           lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed,
+                           on_step=lambda loss: bar.update(loss=loss))
+                bar.close()
             ref_state = None
         self.dist.broadcast_parameters(self.policy.trainable_parameters())
         self.reference = self._make_reference(ref_state) if cfg.beta != 0 else None
@@ -180,9 +186,12 @@ class Trainer:
         last: dict[str, Any] = {}
         if self.step == 0 and self.cfg.eval_every > 0:
             self.logger.log(0, self._evaluate(0))
+        bar = Progress(self.cfg.steps - self.step, "train", enabled=self.progress and self.dist.is_main)
         while self.step < self.cfg.steps:
             self.step += 1
             last = self.round(self.step)
+            bar.update(step=self.step, reward=last.get("reward/mean"), kl=last.get("kl"))
+        bar.close()
         self._checkpoint(force=True)
         self.logger.close()
         return last
@@ -507,9 +516,10 @@ def _holds_training(out: Path) -> bool:
 
 
 def train(cfg: HTGRPOConfig, out_dir: str | Path, *, resume: bool = False,
-          evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
-    """Train per `cfg` into `out_dir` (resume from its latest checkpoint if asked)."""
-    trainer = Trainer(cfg, out_dir, evaluate_fn=evaluate_fn)
+          evaluate_fn: EvaluateFn | None = None, progress: bool = False) -> dict[str, Any]:
+    """Train per `cfg` into `out_dir` (resume from its latest checkpoint if asked); `progress` shows the
+    warm start and the steps on stderr."""
+    trainer = Trainer(cfg, out_dir, evaluate_fn=evaluate_fn, progress=progress)
     try:
         return trainer.fit(resume=resume)
     finally:

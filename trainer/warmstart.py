@@ -15,7 +15,7 @@ reward from there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,7 @@ def warm_start(
     lr: float = 2e-3,
     drop_prompt: float = 0.1,
     seed: int = 0,
+    on_step: Callable[[float], None] | None = None,
 ) -> list[float]:
     """Train `policy` in place for `steps` steps; returns the loss of each step."""
     from paintbench.harness.shapes.layouts import oracle_tokens
@@ -76,5 +77,7 @@ def warm_start(
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(losses[-1])
     policy.eval()
     return losses

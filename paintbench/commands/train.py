@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "~/.cache/paintbench/weights)")
     p.add_argument("--list-keys", action="store_true", help="print every config key with its default and help")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress (a bar on a terminal, plain lines in a log)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out DIR is required")
     from paintbench.trainer.loop import train
 
-    last = train(cfg, args.out, resume=args.resume)
+    last = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if last:
         keys = [k for k in ("reward/mean", "kl", "clip_frac") if k in last]
         print("final " + " ".join(f"{k}={last[k]:.4g}" for k in keys))

@@ -1,0 +1,38 @@
+"""What a person watching `paintbench train` sees: a bar on a terminal, a plain line every ~5 % in a log
+(no carriage returns in CI logs), nothing with `--quiet`. Long work never runs silent."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled and total > 0
+        self.stream = stream or sys.stderr
+        self.done, self.started = 0, time.perf_counter()
+        self.every = max(1, total // 20)
+        self.bar = None
+        if self.enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, file=self.stream, unit="step", dynamic_ncols=True)
+
+    def update(self, **postfix: Any) -> None:
+        if not self.enabled:
+            return
+        self.done += 1
+        shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in postfix.items()}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+        elif self.done % self.every == 0 or self.done == self.total:
+            extra = "".join(f"  {k} {v}" for k, v in shown.items())
+            print(f"{self.desc} {self.done}/{self.total}{extra}  ({time.perf_counter() - self.started:.0f} s)",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
