@@ -41,6 +41,7 @@ from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import JsonlAppender, RunDir, write_json
 from paintbench.harness.suite import PromptItem, Suite, SuiteMetric, load_suite, stratified_sample
 from paintbench.metrics.images import frames_of
+from paintbench.metrics.weights import weights_notes
 
 
 def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite | None = None,
@@ -360,7 +361,7 @@ def score_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], m: SuiteMetric
 
     provider = provider or _provider(m, cfg, device)
     prov_path = rd.root / "scores" / f"{store}.provenance.json"
-    current = provider.provenance()
+    current = weights_notes(provider.provenance())  # synthetic weights and non-official files say so
     if any(not r.get("error") for r in scored.values()) and prov_path.exists():
         before = json.loads(prov_path.read_text(encoding="utf-8"))
         diff = _provenance_diff(before, current)
@@ -455,7 +456,7 @@ def _provenance_diff(before: Any, after: Any, where: str = "") -> list[str]:
     if isinstance(before, dict) and isinstance(after, dict):
         out = []
         for k in sorted(set(before) | set(after)):
-            if k in ("path", "file", "questions"):
+            if k in ("path", "file", "questions", "synthetic", "synthetic_weights", "official_sha256_mismatch"):
                 continue
             out += _provenance_diff(before.get(k), after.get(k), f"{where}.{k}" if where else str(k))
         return out

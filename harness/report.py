@@ -37,6 +37,8 @@ def format_results(results: dict[str, Any]) -> str:
         pct = m.get("options", {}).get("mode") == "correct"
         conf = round(100 * m.get("confidence", 0.95))
         star = " (primary)" if m.get("primary") else ""
+        if (m.get("provenance") or {}).get("synthetic_weights"):
+            star += " [SYNTHETIC WEIGHTS: meaningless numbers]"
         lo, hi = m["ci"]
         unit = " %" if pct else ""
         lines.append(f"\n{name}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"

@@ -80,6 +80,12 @@ class Run:
         return self.results.get("metrics") or {}
 
     @property
+    def synthetic_weights(self) -> bool:
+        """Scored with synthetic (random) weights: meaningless numbers, shown with a badge."""
+        return any((m.get("provenance") or {}).get("synthetic_weights") for m in self.metrics.values()
+                   if isinstance(m, dict))
+
+    @property
     def n_prompts(self) -> int:
         return int(self.suite.get("n_prompts") or 0)
 

@@ -83,6 +83,7 @@ class Cell:
     note: str = ""  # hover text: why the mark, the test's numbers
     href: str | None = None  # link target (a page of the site)
     sub: str = ""  # small second line (e.g. n images)
+    flags: list[str] = field(default_factory=list)  # badges beside the value ("synthetic weights", "partial")
 
 
 @dataclass
@@ -240,7 +241,9 @@ def _stat(entry: Any) -> tuple[Any, list[Any] | None, Any]:
 
 
 def _model_cell(run: Run, mark: str | None, note: str) -> Cell:
-    return Cell(value=run.name, href=f"{run.slug}.html", mark=mark, note=note)
+    flags = [label for on, label in ((run.synthetic_weights, "synthetic weights"), (run.is_partial, "partial"))
+             if on]
+    return Cell(value=run.name, href=f"{run.slug}.html", mark=mark, note=note, flags=flags)
 
 
 # -- leaderboards -----------------------------------------------------------------------------------------

@@ -399,7 +399,8 @@ class HPSProvider(Provider):
             "hps_version": self.hps_version,
             "architecture": self.arch,
             "weights": {
-                self.weight_name: {"file": self.weights_path.name, "sha256": fingerprint(self.weights_path)}
+                self.weight_name: {"file": self.weights_path.name, "path": str(self.weights_path),
+                                   "sha256": fingerprint(self.weights_path)}
             },
             "tokenizer": f"open_clip get_tokenizer('{TOKENIZER_NAME}'), {CONTEXT_LENGTH} tokens",
             "preprocess": "convert RGB, ToTensor, ResizeMaxSize(224) tensor bicubic antialias + zero pad, "

@@ -80,7 +80,11 @@ def write_tiny_weights(metric: str, directory: str | Path, *, seed: int = 0) -> 
     module, _, attr = s.tiny_writer.partition(":")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    return getattr(importlib.import_module(module), attr)(directory, seed=seed, metric=s.name)
+    written = getattr(importlib.import_module(module), attr)(directory, seed=seed, metric=s.name)
+    from paintbench.metrics.weights import mark_synthetic
+
+    mark_synthetic(directory, [Path(w) for w in written])  # results made with them will say so
+    return written
 
 
 def tiny_metrics() -> list[str]:

@@ -339,3 +339,63 @@ def _download(url: str, dst: Path, *, progress: bool) -> None:
                 f.write(block)
                 bar.update(len(block))
     os.replace(part, dst)
+
+
+# -- synthetic weights: never mistaken for the official ones ----------------------------------------------
+SYNTHETIC_MARKER = ".paintbench-synthetic.json"
+
+
+def mark_synthetic(directory: Path, files: list[Path]) -> None:
+    """Record in `directory` that `files` are synthetic (random, written by paintbench), so every result
+    made with them says so."""
+    import json
+
+    marker = directory / SYNTHETIC_MARKER
+    listed = set(json.loads(marker.read_text(encoding="utf-8")).get("files", [])) if marker.is_file() else set()
+    listed |= {f.name for f in files if f.parent.resolve() == directory.resolve()}
+    marker.write_text(json.dumps({"synthetic": True, "written_by": "paintbench weights make-tiny",
+                                  "files": sorted(listed)}, indent=1) + "\n", encoding="utf-8")
+
+
+def is_synthetic(path: str | os.PathLike[str]) -> bool:
+    """Whether a weight file (or folder) was written by paintbench as synthetic weights."""
+    import json
+
+    p = Path(path)
+    marker = p.parent / SYNTHETIC_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return p.name in json.loads(marker.read_text(encoding="utf-8")).get("files", [])
+    except ValueError:
+        return False
+
+
+def weights_notes(provenance: dict[str, Any]) -> dict[str, Any]:
+    """`provenance` with what its weight files are: each entry with a `path` that is synthetic gets
+    `synthetic: true` (and the whole `synthetic_weights: true`); a file whose official sha256 is known
+    and differs gets `official_sha256_mismatch` (and a warning). Results and the site carry both."""
+    import warnings
+
+    official = {spec.filename: spec.sha256 for spec in catalog().values() if spec.sha256 and not spec.is_dir}
+    synthetic = False
+
+    def walk(node: Any) -> None:
+        nonlocal synthetic
+        if isinstance(node, dict):
+            path = node.get("path")
+            if isinstance(path, str) and path:
+                if is_synthetic(path):
+                    node["synthetic"] = synthetic = True
+                expected = official.get(Path(path).name)
+                if expected and node.get("sha256") and node["sha256"] != expected and not node.get("synthetic"):
+                    node["official_sha256_mismatch"] = True
+                    warnings.warn(f"{path}: not the official file (sha256 {node['sha256'][:12]}..., official "
+                                  f"{expected[:12]}...): results are not the official metric's numbers", stacklevel=3)
+            for v in list(node.values()):
+                walk(v)
+
+    walk(provenance)
+    if synthetic:
+        provenance["synthetic_weights"] = True
+    return provenance

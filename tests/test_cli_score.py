@@ -233,3 +233,40 @@ def test_problems_found_before_any_model_loads(tmp_path):
     out = cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--weights-dir", str(empty),
               "--out", str(tmp_path / "file"))
     assert out.returncode == 2 and "a file, not a run directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_synthetic_weights_never_look_official(tmp_path, tiny_weights):
+    """After `make-tiny`, `metrics` and `weights list` said `present` and a run looked official."""
+    rows = {r["name"]: r for r in json.loads(cli("metrics", "--json", "--weights-dir", str(tiny_weights), check=True).stdout)}
+    assert rows["aesthetic"]["synthetic_weights"] and rows["hps-v2.1"]["synthetic_weights"]
+    assert "synthetic" in cli("metrics", "--weights-dir", str(tiny_weights), check=True).stdout
+    assert "SYNTHETIC (random, not the official file)" in cli("weights", "list", "--weights-dir", str(tiny_weights),
+                                                                check=True).stdout
+    _images(tmp_path / "imgs", n=2)
+    cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--weights-dir", str(tiny_weights),
+        "--device", "cpu", "--out", str(tmp_path / "o"), "--no-progress", check=True)
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    prov = results["metrics"]["aesthetic"]["provenance"]
+    assert prov["synthetic_weights"] is True and prov["weights"]["clip-vit-l-14"]["synthetic"] is True
+    assert "SYNTHETIC WEIGHTS" in cli("results", str(tmp_path / "o"), check=True).stdout
+    site = tmp_path / "site"
+    cli("leaderboard", str(tmp_path / "o"), "--out", str(site), check=True)
+    assert any("synthetic weights</span>" in p.read_text() for p in site.glob("*.html"))
+
+
+def test_a_file_that_is_not_the_official_one_is_flagged(tmp_path, tiny_weights):
+    """The registry knows ViT-L-14.pt's official sha256; a different file under that name is flagged."""
+    import shutil
+    import warnings
+
+    from paintbench.metrics.weights import weights_notes
+
+    other = tmp_path / "w"
+    shutil.copytree(tiny_weights, other)
+    (other / ".paintbench-synthetic.json").unlink()  # a random file that does not say it is random
+    prov = {"weights": {"clip-vit-l-14": {"path": str(other / "ViT-L-14.pt"), "sha256": "ab" * 32}}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = weights_notes(prov)
+    assert out["weights"]["clip-vit-l-14"]["official_sha256_mismatch"] is True
+    assert any("not the official file" in str(w.message) for w in caught)

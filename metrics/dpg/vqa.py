@@ -125,6 +125,7 @@ class MPlugBackend(VQABackend):
         d = self.vqa.describe()
         ck = Path(self.vqa.report.checkpoint) if self.vqa.report else None
         d["checkpoint_sha256"] = wts.fingerprint(ck) if ck else None
+        d["path"] = str(self.folder)  # the model folder (synthetic weights are recognised by it)
         d["comparable_with_published_dpg"] = True
         return d
 

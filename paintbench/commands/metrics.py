@@ -31,6 +31,7 @@ def provider_rows(weights_dir: str | None) -> list[dict]:
             "range": list(s.nominal_range),
             "needs_prompt": s.needs_prompt,
             "weights_present": not missing,
+            "synthetic_weights": any(f is not None and W.is_synthetic(f) for f in files.values()),
             "missing": missing,
             "weights": files,
             "summary": s.summary,
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     print("-" * len(header))
     for r in rows:
         lo, hi = r["range"]
-        weights = "present" if r["weights_present"] else "missing"
+        weights = ("synthetic" if r["synthetic_weights"] else "present") if r["weights_present"] else "missing"
         print(f"{r['name']:<16} {r['version']:<22} {'higher' if r['higher_is_better'] else 'lower':<7} "
               f"{f'{lo:g}..{hi:g}':<14} {weights:<9} {r['summary']}")
     missing = sorted({f for r in rows for f in r["missing"]})

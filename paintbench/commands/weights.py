@@ -79,6 +79,7 @@ def _list(args: argparse.Namespace) -> int:
             "name": name,
             "file": spec.filename + ("/" if spec.is_dir else ""),
             "present": str(found) if found else None,
+            "synthetic": bool(found) and W.is_synthetic(found),
             "optional": spec.optional,
             "source": spec.source,
             "sha256": spec.sha256,
@@ -91,7 +92,8 @@ def _list(args: argparse.Namespace) -> int:
           f"(then the Hugging Face cache)\n")
     wn, wf = max(len(x["name"]) for x in rows), max(len(x["file"]) for x in rows)
     for r in rows:
-        state = f"present: {r['present']}" if r["present"] else ("missing (optional)" if r["optional"] else "MISSING")
+        state = (f"{'SYNTHETIC (random, not the official file)' if r['synthetic'] else 'present'}: {r['present']}"
+                 if r["present"] else ("missing (optional)" if r["optional"] else "MISSING"))
         print(f"{r['name']:<{wn}}  {r['file']:<{wf}}  {state}")
         print(f"{'':<{wn}}  used by {', '.join(r['used_by']) or '-'}; source {r['source']}")
     return 0
