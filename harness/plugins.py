@@ -19,6 +19,6 @@ SPECS = [
         weights=(),
         needs_prompt=True,
         display=(1.0, 3),
-        bounded=True,
+        hard_range=(None, 1.0),  # GenEval's reward: 1 - |n - k| / n per clause, never above 1
     ),
 ]

@@ -29,14 +29,24 @@ def record_problem(rec: dict[str, Any], spec: Any | None) -> str | None:
             return f"value is {value!r} ({type(value).__name__}), not a number or null"
         if not math.isfinite(value):
             return f"value is {value!r}, not a finite number"
-        if spec is not None and spec.bounded:
-            lo, hi = spec.nominal_range
-            if not lo - 1e-9 <= value <= hi + 1e-9:
-                return f"value {value!r} is outside {spec.name}'s range [{lo:g}, {hi:g}]"
+        why = outside_hard_range(value, spec)
+        if why:
+            return why
     if "error" in rec and rec["error"] is not None and not isinstance(rec["error"], str):
         return f"error is {type(rec['error']).__name__}, not text"
     if "details" in rec and not isinstance(rec["details"], dict):
         return f"details is {type(rec['details']).__name__}, not an object"
+    return None
+
+
+def outside_hard_range(value: float, spec: Any | None) -> str | None:
+    """Why `value` cannot have been produced by the metric (outside its `hard_range`), or None."""
+    if spec is None or spec.hard_range is None:
+        return None
+    lo, hi = spec.hard_range
+    if (lo is not None and value < lo - 1e-9) or (hi is not None and value > hi + 1e-9):
+        shown = f"[{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        return f"value {value!r} is outside {spec.name}'s possible range {shown}"
     return None
 
 

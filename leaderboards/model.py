@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from paintbench.errors import UserError
-from paintbench.harness.records import read_scores
+from paintbench.harness.records import outside_hard_range, read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
 from paintbench.leaderboards.thumbs import is_sha256
 
@@ -239,10 +239,8 @@ def _check_headline(path: Path, metric: str, entry: Any) -> None:
             spec = metrics.spec(metric)
         except KeyError:
             spec = None
-        if spec is not None and spec.bounded and value is not None:
-            lo, hi = spec.nominal_range
-            if not lo - 1e-9 <= value <= hi + 1e-9:
-                bad = f"value {value!r} is outside {metric}'s range [{lo:g}, {hi:g}]"
+        if value is not None:
+            bad = outside_hard_range(value, spec)
     if bad:
         raise UserError(f"{path}: metrics.{metric} {bad}; the file was edited or damaged: rerun the same "
                         f"`paintbench eval` to rebuild it from the run's records")

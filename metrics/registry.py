@@ -43,7 +43,8 @@ class ProviderSpec:
     aliases: tuple[str, ...] = field(default=())
     tiny_writer: str | None = None  # `module:function` writing tiny checkpoints in the official formats
     display: tuple[float, int] = (1.0, 4)  # (scale, decimals) of the metric on report pages
-    bounded: bool = False  # values outside `nominal_range` are impossible (a damaged record), not just rare
+    # values outside this range are impossible (a damaged record), not just rare; None: unbounded on that side
+    hard_range: tuple[float | None, float | None] | None = None
 
 
 _REGISTRY: dict[str, ProviderSpec] = {}

@@ -394,7 +394,7 @@ def test_an_interrupted_rescore_leaves_the_run_as_it_was_and_resumes(tmp_path, m
 
 
 @pytest.mark.parametrize("value, why", [("0.5x", "value is '0.5x' (str), not a number or null"),
-                                        (1000, "value 1000 is outside shapes-geneval's range [0, 1]")])
+                                        (1000, "value 1000 is outside shapes-geneval's possible range [-inf, 1]")])
 def test_a_damaged_score_record_is_named_by_file_and_line(tmp_path, value, why):
     run = tmp_path / "r"
     cli("eval", "shapes", "--generator", "shapes-oracle", "--limit", "2", "--out", str(run))
@@ -417,7 +417,7 @@ def test_a_headline_outside_its_range_is_refused_by_the_site(tmp_path):
     res = json.loads((run / "results.json").read_text())
     res["metrics"]["shapes-geneval"]["value"] = 7.02
     (run / "results.json").write_text(json.dumps(res))
-    with pytest.raises(UserError, match=r"results\.json: metrics\.shapes-geneval value 7\.02 is outside"):
+    with pytest.raises(UserError, match=r"results\.json: metrics\.shapes-geneval value 7\.02 is outside .*\[-inf, 1\]"):
         load_run(run)
 
 

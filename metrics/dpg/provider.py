@@ -45,7 +45,7 @@ from paintbench.metrics.images import ImageBatch
 # importing this module (`metrics.registry`).
 METRICS = [{
     "name": "dpg", "provider": "DPGProvider", "tiny_writer": "write_tiny_weights", "version": "dpg-bench/1",
-    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (100.0, 2), "needs_prompt": False, "bounded": True,
+    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (100.0, 2), "needs_prompt": False, "hard_range": (0.0, 1.0),
     "summary": "DPG-Bench (ELLA): mPLUG-large VQA on the 4 tiles of a 2x2 grid, dependency-aware yes rate "
                "per prompt (official or fixed rules)",
     "weights": ("mplug-vqa-large",),
