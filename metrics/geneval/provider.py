@@ -63,8 +63,8 @@ from paintbench.metrics.images import ImageBatch, load_image, pil_to_tensor
 # importing this module (`metrics.registry`).
 METRICS = [{
     "name": "geneval", "provider": "GenEvalProvider", "tiny_writer": "write_tiny_weights", "version": "geneval-1.0/1",
-    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (1.0, 3), "hard_range": (None, 1.0),  # reward terms 1 - |n - k| / n: never above 1
-
+    "higher_is_better": True, "nominal_range": (0.0, 1.0), "display": (1.0, 3),
+    "hard_range": (None, 1.0),  # the reward's terms 1 - |n - k| / n are unbounded below, never above 1
     "summary": "GenEval object check (Mask2Former Swin-S COCO + CLIP ViT-L/14 colour): Flow-GRPO reward "
                "(default) or GenEval's 0/1 correctness (value='correct')",
     "weights": ("geneval-mask2former", "clip-vit-l-14"),
