@@ -19,7 +19,7 @@ class EvalConfig:
     metrics: list[str] | None = field(default=None, metadata={"help": "metrics to score instead of the suite's (repeatable --metrics)"})
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "per-metric provider options", "cli": False})
     seed: int = field(default=0, metadata={"help": "run seed; image seeds derive from (seed, prompt id, sample index)"})
-    limit: int | None = field(default=None, metadata={"help": "only the first N prompts (quick checks)"})
+    limit: int | None = field(default=None, metadata={"help": "only N prompts, spread over the categories (seeded by --seed; quick checks; marked partial)"})
     images_per_prompt: int | None = field(default=None, metadata={"help": "override the suite's images per prompt"})
     device: str | None = field(default=None, metadata={"help": "cuda, cuda:N or cpu (default: cuda if available; cuda:LOCAL_RANK under torchrun)"})
     dtype: str = field(default="float32", metadata={"help": "metric dtype: float32 (parity), bfloat16, float16"})

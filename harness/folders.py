@@ -212,6 +212,8 @@ def _items_from_jsonl(path: Path, failures: dict[str, str], order: list[str]) ->
 
 
 def _read_prompt_file(path: Path, names: list[str]) -> dict[str, str]:
+    if path.is_dir():
+        raise InputError(f"--prompts {path}: a folder; give a file (.jsonl of {{image, prompt}}, .json or .txt)")
     if not path.is_file():
         raise MissingFileError(f"{path}: no such prompts file")
     suffix = path.suffix.lower()

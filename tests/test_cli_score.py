@@ -233,6 +233,9 @@ def test_problems_found_before_any_model_loads(tmp_path):
     out = cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--weights-dir", str(empty),
               "--out", str(tmp_path / "file"))
     assert out.returncode == 2 and "a file, not a run directory" in out.stderr and "Traceback" not in out.stderr
+    out = cli("score", "--metric", "aesthetic", "--images", str(tmp_path / "imgs"), "--prompts", str(tmp_path / "imgs"),
+              "--weights-dir", str(empty), "--out", str(tmp_path / "o2"))
+    assert out.returncode == 2 and "a folder; give a file" in out.stderr
 
 
 def test_synthetic_weights_never_look_official(tmp_path, tiny_weights):
