@@ -383,3 +383,19 @@ def test_training_shows_progress_in_a_log_and_is_quiet_on_request(tmp_path):
     assert "\r" not in out.stderr  # plain lines in a log, no bar redraws
     quiet = subprocess.run([*args, "--out", str(tmp_path / "b"), "--quiet"], capture_output=True, text=True, timeout=600)
     assert quiet.returncode == 0 and "train 2/2" not in quiet.stderr and "warm start" not in quiet.stderr
+
+
+def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
+    Trainer(small(steps=1, save_every=1), tmp_path).fit()
+    with pytest.raises(UserError, match=r"trained with other settings \(lr: 0\.001 -> 0\.002\)"):
+        Trainer(small(steps=2, save_every=1, lr=2e-3), tmp_path).fit(resume=True)
+    Trainer(small(steps=2, save_every=1), tmp_path).fit(resume=True)  # more steps: a resume may change that
+
+
+def test_a_preset_named_in_a_file_does_not_override_the_files_own_keys(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("preset: grpo\nlambda_s: 0.7\n")
+    cfg = load_config(str(f))
+    assert cfg.preset == "grpo" and cfg.lambda_s == 0.7  # the file's key wins over its own preset
+    assert load_config("shapes-tiny", {"preset": "grpo"}).lambda_s == 0.0  # a CLI preset still sits above the file
+    assert load_config(str(f), {"lambda_s": 0.2}).lambda_s == 0.2  # key=value wins over both

@@ -255,6 +255,7 @@ def load_config(config: str | Path | dict[str, Any] | None = None, overrides: di
     over = dict(overrides or {})
     preset = str(over.get("preset") or file_layer.get("preset") or "htgrpo")
     layers = [file_layer, over]
+    preset_from_file = "preset" not in over and "preset" in file_layer
     if "reward" in over and "reward_options" not in over:
         # a replaced reward list keeps only the options of the rewards it still names (the file's options
         # for `shapes-geneval` must not clash with `--reward geneval=1.0 --reward hps-v2.1=0.5`)
@@ -263,6 +264,11 @@ def load_config(config: str | Path | dict[str, Any] | None = None, overrides: di
         kept = {k: v for k, v in (file_layer.get("reward_options") or {}).items() if k in names}
         file_layer = {**file_layer, "reward_options": kept}
         over = {**over, "reward_options": kept}
+    if preset_from_file:  # a file's own preset is its starting point: the file's keys win over it
+        return build(HTGRPOConfig, preset_layer(preset, layers), file_layer, over,
+                     sources=[f"preset {preset!r}", source, "the command line (key=value)"])
+    # a preset asked for on the command line sits above the file (`shapes-tiny preset=grpo` is the pure
+    # baseline even though the file spells out HT-GRPO's settings); key=value still wins
     return build(HTGRPOConfig, file_layer, preset_layer(preset, layers), over,
                  sources=[source, f"preset {preset!r}", "the command line (key=value)"])
 

@@ -20,6 +20,7 @@ run resumed from a checkpoint, or split over several processes, computes the sam
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -135,6 +136,8 @@ class Trainer:
         if not resume and self.dist.is_main and _holds_training(self.out):
             raise UserError(f"{self.out} already holds a training run (metrics.jsonl or checkpoints): pass --resume "
                             "to continue it, or use a new --out (runs are never mixed in one folder)")
+        if found is not None:
+            self._check_same_settings()
         if found is None and self.dist.is_main:
             self.logger.truncate_after(-1)  # resuming with no checkpoint starts over: no line may repeat
         if found is not None:
@@ -172,6 +175,31 @@ class Trainer:
             import yaml
 
             (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+    # settings a resume may change: how long to train, how often to log, save and evaluate, where weights are
+    RESUMABLE_CHANGES = frozenset({"steps", "log_every", "save_every", "keep_checkpoints", "sample_every",
+                                   "eval_every", "eval_max_prompts", "tensorboard", "weights_dir"})
+
+    def _check_same_settings(self) -> None:
+        """`--resume` with other settings would continue one run with another's maths: refused, naming
+        the keys (the harness refuses a run directory made with other settings the same way)."""
+        import yaml
+
+        saved_path = self.out / "config.yaml"
+        if not saved_path.is_file():
+            return
+        try:
+            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{saved_path}: not valid YAML ({str(e).splitlines()[0]}); restore it to resume") from e
+        now = json.loads(json.dumps(to_dict(self.cfg), default=str))
+        saved = json.loads(json.dumps(saved, default=str))
+        diff = sorted(k for k in set(now) | set(saved)
+                      if k not in self.RESUMABLE_CHANGES and now.get(k) != saved.get(k))
+        if diff:
+            shown = "; ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:6])
+            raise UserError(f"{self.out} was trained with other settings ({shown}{'; ...' if len(diff) > 6 else ''}); "
+                            "resume with the same settings (only steps and logging may change), or use a new --out")
 
     def _make_reference(self, state: dict[str, torch.Tensor] | None) -> MaskedImagePolicy:
         ref = self.policy.make_reference()
