@@ -94,8 +94,12 @@ class Rollout:
 
 # -- schedules -------------------------------------------------------------------------------------------
 def masked_after(step: int, num_steps: int, num_tokens: int) -> int:
-    """floor(N·cos(π/2·(n+1)/T)): the nominal number of tokens still masked after step n."""
-    return math.floor(num_tokens * math.cos(math.pi / 2 * (step + 1) / num_steps))
+    """floor(N·cos(π/2·(n+1)/T)): the nominal number of tokens still masked after step n, computed in
+    float32 as both models do (`cosine_schedule(torch.tensor(ratio))`): in float64 one step in some
+    schedules keeps one token too many masked (T = 12, 15, ...) and rollouts diverge from the models'."""
+    ratio = torch.tensor((step + 1) / num_steps, dtype=torch.float32)
+    frac = torch.cos(ratio * math.pi * 0.5)
+    return int(torch.floor(torch.tensor(float(num_tokens), dtype=torch.float32) * frac))
 
 
 def keep_masked(step: int, num_steps: int, num_tokens: int, currently_masked: int) -> int:
