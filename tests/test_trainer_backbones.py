@@ -90,7 +90,8 @@ def test_mmada_sequence_layout():
     ids, mask = t2i_inputs(M_LAYOUT, [[5, 6], [94, 7, 95]], CANVAS)
     assert ids[0].tolist() == [96, 96, 96, 91, 94, 5, 6, 95, 92, 90, 103, 104, 90, 100, 115, 93]
     assert mask[0].tolist() == [0, 0, 0] + [1] * 13
-    assert ids[1, :8].tolist() == [96, 96, 96, 96, 91, 94, 7, 95]      # a given BOS/EOS is not doubled
+    assert ids[1, :8].tolist() == [96, 96, 96, 91, 94, 7, 95, 95]      # a given BOS is not doubled; an EOS is
+    # (as MMaDA's t2i_gen_prompt does: it appends <eos> to whatever the tokenizer gave)
     long_ids, long_mask = text_part(M_LAYOUT, list(range(1, 20)))
     assert len(long_ids) == 8 and long_ids[:2] == [91, 94] and long_ids[-1] == 95 and all(long_mask)
 
@@ -202,3 +203,64 @@ def test_dimoo_decode_and_core_rollout_and_lora():
     est = EstimatorBatch(policy.encode_prompts(["a"]), torch.tensor([0]), r.codes[:1])
     token_logps(policy, est).sum().backward()
     assert all(p.grad is not None for p in policy.trainable_parameters())
+
+
+def _vendored_prompting():
+    import importlib.util
+
+    from tests.shared_data import SHARED, require
+
+    f = require(SHARED / "vendor" / "mmada" / "training" / "prompting_utils.py")
+    spec = importlib.util.spec_from_file_location("mmada_prompting_utils", f)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mmada_layout_defaults_are_mmadas_own(capsys):
+    """text_len was 128 (MMaDA: max_seq_length 512 + 1 = 513) and the pad id 126081 (MMaDA: [iPAD] 126093)."""
+    pu = _vendored_prompting()
+
+    class Tok:  # what UniversalPrompting reads of a tokenizer with use_reserved_token=True
+        bos_token_id, eos_token_id = 126080, 126081
+
+        def convert_tokens_to_ids(self, tokens):
+            return [126090 for _ in tokens]
+
+    up = pu.UniversalPrompting(Tok(), max_text_len=512, use_reserved_token=True)
+    capsys.readouterr()  # it prints its ids
+    lay = MMaDALayout()
+    assert lay.text_len == up.max_text_len == 513 and lay.pad_id == up.pad_id == 126093
+    ids = pu.reserved_token_mapping
+    assert (lay.t2i_id, lay.soi_id, lay.eoi_id) == (ids["<|t2i|>"], ids["<|soi|>"], ids["<|eoi|>"])
+    # the text part as t2i_gen_prompt builds it: [iPAD]* <|t2i|> <bos> text <eos>, left-padded to 513
+    image = torch.full((1, 4), 126336)
+    for text in ([Tok.bos_token_id, 5, 6, 7], [5, 6, 7], [], [Tok.bos_token_id, 5, Tok.eos_token_id], list(range(600))):
+        row, mask = text_part(lay, text)
+        official_ids, official_masks = up.t2i_gen_prompt([list(text)], image)
+        assert row == official_ids[0, :513].tolist() and mask == official_masks[0, :513].tolist(), text[:5]
+
+
+def test_mmada_decoding_truncates_like_mmada():
+    """MMaDA: clamp((x + 1) / 2, 0, 1) * 255 then astype(np.uint8); rounding moved ~half the pixels by 1."""
+    import numpy as np
+
+    from paintbench.trainer.policies.backbone import to_uint8
+
+    x = torch.linspace(-1, 1, 1001).reshape(1, 1, 7, 143).expand(1, 3, 7, 143)
+    official = (torch.clamp((x + 1.0) / 2.0, min=0.0, max=1.0) * 255.0).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    ours = to_uint8(x, low=-1.0, rounding="truncate").permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(ours, official)
+    assert not np.array_equal(to_uint8(x, low=-1.0).permute(0, 2, 3, 1).numpy(), official)
+
+
+def test_mmada_import_failure_is_the_error_with_its_cause(tmp_path, monkeypatch):
+    """It fell back to AutoModel (no VQ decoder) and the user saw 'model type mmada not recognized'."""
+    import sys
+
+    from paintbench.errors import UserError
+    from paintbench.trainer.policies.mmada import import_mmada
+
+    monkeypatch.setitem(sys.modules, "models", None)  # MMaDA's package is not importable here
+    with pytest.raises(UserError, match=r"MMaDA's model code cannot be imported \((ModuleNotFound|Import)Error.*PYTHONPATH"):
+        import_mmada()

@@ -150,9 +150,16 @@ class BackbonePolicy(MaskedImagePolicy):
         raise NotImplementedError
 
 
-def to_uint8(images: torch.Tensor, *, low: float) -> torch.Tensor:
-    """Decoder output in [low, 1] (MAGVIT-v2: [-1, 1]; diffusers VQModel: [0, 1]) → uint8 [B, 3, H, W]."""
+def to_uint8(images: torch.Tensor, *, low: float, rounding: str = "round") -> torch.Tensor:
+    """Decoder output in [low, 1] (MAGVIT-v2: [-1, 1]; diffusers VQModel: [0, 1]) → uint8 [B, 3, H, W].
+    `rounding`: "round" to the nearest level, or "truncate" as MMaDA's decoding does (`x * 255` then
+    numpy's `astype(np.uint8)`); the two differ by one level on about half the pixels."""
     x = images.float()
     if low < 0:
         x = (x + 1.0) / 2.0
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+    x = x.clamp(0, 1) * 255
+    if rounding == "round":
+        return x.round().to(torch.uint8)
+    if rounding == "truncate":
+        return x.to(torch.uint8)  # toward zero, as numpy's cast of non-negative floats
+    raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")

@@ -17,12 +17,14 @@ Token layout (htgrpo.md (c.1); MMaDA `training/prompting_utils.py` `t2i_gen`, `m
 
 When MMaDA's own `training.prompting_utils.UniversalPrompting` is importable it is not needed: this
 module's `t2i_inputs` reproduces the layout so that it is testable without the 8B model; the special
-ids are read from the tokenizer when it knows them. Set `text_len` to MMaDA's text length
-(`UniversalPrompting.max_text_len`, the config's `max_seq_length` − 1): with rotary positions the image
-tokens' positions depend on it.
+ids are read from the tokenizer when it knows them. `text_len` is MMaDA's text length
+(`UniversalPrompting.max_text_len` = the config's `max_seq_length` + 1 = 513, the task token counted):
+with rotary positions the image tokens' positions depend on it, so a shorter one changes every logit.
+Pads are MMaDA's reserved `[iPAD]` (126093), not the tokenizer's pad token.
 
-Loading (`from_options`, GPU only): `models.MMadaModelLM` from MMaDA's repository on PYTHONPATH (else
-`transformers.AutoModel...(trust_remote_code=True)`), `models.MAGVITv2` for the VQ, both from local paths,
+Loading (`from_options`, GPU only): `models.MMadaModelLM` from MMaDA's repository on PYTHONPATH (its
+model code; an import failure is reported with its cause, never replaced by another model class),
+`models.MAGVITv2` for the VQ, both from local paths,
 in bf16; LoRA through peft; gradient checkpointing if the model exposes it. Not run in this repository's
 tests (no weights); the layout is tested with small stand-in modules of the same forward signature.
 """
@@ -48,13 +50,13 @@ class MMaDALayout:
     image_size: tuple[int, int] = (512, 512)
     mask_id: int = 126336
     code_offset: int = 126349
-    text_len: int = 128
+    text_len: int = 513
     t2i_id: int = 126088
     soi_id: int = 126084
     eoi_id: int = 126085
     bos_id: int = 126080
     eos_id: int = 126081
-    pad_id: int = 126081
+    pad_id: int = 126093  # MMaDA's reserved [iPAD]
 
     @property
     def num_image_tokens(self) -> int:
@@ -63,12 +65,10 @@ class MMaDALayout:
 
 def text_part(layout: MMaDALayout, ids: Sequence[int]) -> tuple[list[int], list[int]]:
     """(token ids, attention mask) of the text part: `[pad]* <|t2i|> <bos> ids <eos>`, length text_len."""
-    ids = list(ids)
-    if ids and ids[0] == layout.bos_id:
-        ids = ids[1:]
-    if ids and ids[-1] == layout.eos_id:
-        ids = ids[:-1]
-    seq = [layout.t2i_id, layout.bos_id, *ids, layout.eos_id]
+    ids = list(ids)  # as MMaDA's `t2i_gen_prompt`: <bos> added when missing, an <eos> the tokenizer added kept
+    if not ids or ids[0] != layout.bos_id:
+        ids = [layout.bos_id, *ids]
+    seq = [layout.t2i_id, *ids, layout.eos_id]
     if len(seq) > layout.text_len:
         seq = [*seq[: layout.text_len - 1], layout.eos_id]
     pad = layout.text_len - len(seq)
@@ -144,7 +144,7 @@ class MMaDAPolicy(BackbonePolicy):
             raise RuntimeError("mmada: no VQ decoder loaded (vq_path)")
         with torch.no_grad():
             images = self.vq.decode_code(codes.long())           # MAGVIT-v2: [-1, 1]
-        return to_uint8(images, low=-1.0)
+        return to_uint8(images, low=-1.0, rounding="truncate")  # as MMaDA's decoding: astype(np.uint8)
 
     # -- loading -----------------------------------------------------------------------------------------
     @classmethod
@@ -157,15 +157,9 @@ class MMaDAPolicy(BackbonePolicy):
         from transformers import AutoTokenizer
 
         torch_dtype = resolve_dtype(dtype)
-        try:
-            from models import MAGVITv2, MMadaModelLM  # MMaDA's repository on PYTHONPATH
-            model = MMadaModelLM.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch_dtype)
-            vq = MAGVITv2.from_pretrained(vq_path)
-        except ImportError:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch_dtype)
-            vq = None
+        MAGVITv2, MMadaModelLM = import_mmada()
+        model = MMadaModelLM.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch_dtype)
+        vq = MAGVITv2.from_pretrained(vq_path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path or model_path, padding_side="left")
         lay = MMaDALayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in (layout or {}).items()})
         lay = _ids_from_tokenizer(lay, tokenizer)
@@ -188,5 +182,18 @@ def _ids_from_tokenizer(layout: MMaDALayout, tokenizer: Any) -> MMaDALayout:  # 
                           "t2i_id": tid("<|t2i|>", layout.t2i_id), "soi_id": tid("<|soi|>", layout.soi_id),
                           "eoi_id": tid("<|eoi|>", layout.eoi_id),
                           "bos_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else layout.bos_id,
-                          "eos_id": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else layout.eos_id,
-                          "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else layout.pad_id})
+                          "eos_id": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else layout.eos_id})
+
+
+def import_mmada() -> tuple[Any, Any]:
+    """MMaDA's own model classes (`models` of its repository, on PYTHONPATH). Its failure is the error: a
+    generic AutoModel would load another class and drop the VQ decoder, hiding what is actually wrong."""
+    try:
+        from models import MAGVITv2, MMadaModelLM  # MMaDA's repository on PYTHONPATH
+    except ImportError as e:
+        from paintbench.errors import UserError
+
+        raise UserError(f"mmada: MMaDA's model code cannot be imported ({type(e).__name__}: {e}). Put MMaDA's "
+                        "repository (its `models` package) on PYTHONPATH, in an environment with its pins "
+                        "(transformers 4.46, diffusers 0.32)") from e
+    return MAGVITv2, MMadaModelLM
