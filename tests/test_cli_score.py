@@ -136,6 +136,7 @@ def test_usage_errors_are_one_clear_line(tmp_path, tiny_weights):
     _images(tmp_path / "imgs", n=1)
     out = cli("score", "--metric", "hps-v21", "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "did you mean" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "imgs" / "img0.txt").write_text("a prompt\n")  # prompts are there: the weights are what is missing
     out = cli("score", "--metric", "hps-v2.1", "--images", str(tmp_path / "imgs"),
               "--weights-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
     assert out.returncode == 2 and "HPS_v2.1_compressed.pt" in out.stderr
