@@ -264,3 +264,31 @@ def test_mmada_import_failure_is_the_error_with_its_cause(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "models", None)  # MMaDA's package is not importable here
     with pytest.raises(UserError, match=r"MMaDA's model code cannot be imported \((ModuleNotFound|Import)Error.*PYTHONPATH"):
         import_mmada()
+
+
+class LLaDABlock(nn.Module):
+    """The module names of a LLaDA (MMaDA, Lumina-DiMOO) llama block."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        for name in ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"):
+            setattr(self, name, nn.Linear(d, d))
+
+
+@pytest.mark.parametrize("policy_cls", [MMaDAPolicy, DiMOOPolicy])
+def test_lora_targets_are_the_models_own_names_and_never_silently_fewer(policy_cls):
+    """LLaDA calls o/gate/down `attn_out`/`ff_proj`/`ff_out`: only q, k, v and up got adapters while the
+    run recorded all seven."""
+    from paintbench.errors import InputError
+    from paintbench.trainer.config import HTGRPOConfig
+
+    layout = M_LAYOUT if policy_cls is MMaDAPolicy else D_LAYOUT
+    model = nn.Sequential(LLaDABlock(), LLaDABlock())
+    policy = policy_cls(model, WordIds(bos=94), None, layout=layout)
+    policy.add_lora(rank=2, alpha=4, dropout=0.0, targets=HTGRPOConfig().lora_targets)
+    adapted = {n.split(".")[-2] for n, _ in policy.model.named_modules() if n.endswith("lora_A")}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}
+    assert policy.options["lora_targets"] == ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
+    other = policy_cls(nn.Sequential(LLaDABlock()), WordIds(bos=94), None, layout=layout)
+    with pytest.raises(InputError, match=r"LoRA targets \['wq'\] are not modules of this model"):
+        other.add_lora(rank=2, alpha=4, dropout=0.0, targets=["q_proj", "wq"])

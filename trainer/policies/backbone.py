@@ -25,11 +25,13 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, tar
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("LoRA needs peft: pip install 'paintbench[train]'") from e
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    wanted = [t for t in targets if t in present]
-    if not wanted:
-        raise ValueError(f"none of the LoRA targets {list(targets)} is a module of this model "
-                         f"(module names include {sorted(present)[:12]})")
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=wanted, bias="none")
+    missing = [t for t in targets if t not in present]
+    if missing or not targets:  # never adapt fewer modules than asked (and recorded) without a word
+        from paintbench.errors import InputError
+
+        raise InputError(f"LoRA targets {missing or list(targets)} are not modules of this model (its module "
+                         f"names include {sorted(n for n in present if n)[:16]})")
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
     return get_peft_model(model, config)
 
 
@@ -99,7 +101,15 @@ class BackbonePolicy(MaskedImagePolicy):
         self.lora = int(options.get("lora_rank", 0)) > 0
 
     # LoRA ---------------------------------------------------------------------------------------------
+    # Llama's module names (the config's, as MaskGRPO gives them) -> this backbone's; LLaDA-based models
+    # call o/gate/down `attn_out`/`ff_proj`/`ff_out`
+    LORA_NAMES: ClassVar[dict[str, str]] = {}
+
+    def lora_targets(self, targets: Sequence[str]) -> list[str]:
+        return list(dict.fromkeys(self.LORA_NAMES.get(t, t) for t in targets))
+
     def add_lora(self, *, rank: int, alpha: float, dropout: float, targets: Sequence[str]) -> None:
+        targets = self.lora_targets(targets)  # recorded as what actually gets adapters
         self.model = apply_lora(self.model, rank=rank, alpha=alpha, dropout=dropout, targets=targets)
         self.lora = True
         self.options.update(lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, lora_targets=list(targets))

@@ -84,6 +84,7 @@ def image_positions(layout: DiMOOLayout, prompt_len: int) -> torch.Tensor:
 
 class DiMOOPolicy(BackbonePolicy):
     kind: ClassVar[str] = "lumina-dimoo"
+    LORA_NAMES: ClassVar[dict[str, str]] = {"o_proj": "attn_out", "gate_proj": "ff_proj", "down_proj": "ff_out"}
     SAMPLER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 32, "cfg_scale": 4.0, "temperature": 1.0, "temperature_mode": "constant", "sampler": "maskgit",
     }

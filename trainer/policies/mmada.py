@@ -99,6 +99,7 @@ def image_slice(layout: MMaDALayout, logits: torch.Tensor) -> torch.Tensor:
 
 class MMaDAPolicy(BackbonePolicy):
     kind: ClassVar[str] = "mmada"
+    LORA_NAMES: ClassVar[dict[str, str]] = {"o_proj": "attn_out", "gate_proj": "ff_proj", "down_proj": "ff_out"}
     SAMPLER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 12, "cfg_scale": 3.5, "temperature": 1.0, "temperature_mode": "compound", "sampler": "maskgit",
     }
