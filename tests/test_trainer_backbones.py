@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from paintbench.trainer.estimator import EstimatorBatch, token_logps
-from paintbench.trainer.policies.dimoo import DiMOOLayout, DiMOOPolicy, image_block, image_positions
+from paintbench.trainer.policies.dimoo import (
+    DiMOOLayout,
+    DiMOOPolicy,
+    image_block,
+    image_positions,
+    raw_prompt,
+)
 from paintbench.trainer.policies.mmada import MMaDALayout, MMaDAPolicy, t2i_inputs, text_part
 from paintbench.trainer.policy import MASK
 from paintbench.trainer.sampling import SamplerOptions, make_generators, rollout
@@ -284,11 +290,30 @@ def test_lora_targets_are_the_models_own_names_and_never_silently_fewer(policy_c
 
     layout = M_LAYOUT if policy_cls is MMaDAPolicy else D_LAYOUT
     model = nn.Sequential(LLaDABlock(), LLaDABlock())
-    policy = policy_cls(model, WordIds(bos=94), None, layout=layout)
+    extra = {"prompt_builder": raw_prompt} if policy_cls is DiMOOPolicy else {}
+    policy = policy_cls(model, WordIds(bos=94), None, layout=layout, **extra)
     policy.add_lora(rank=2, alpha=4, dropout=0.0, targets=HTGRPOConfig().lora_targets)
     adapted = {n.split(".")[-2] for n, _ in policy.model.named_modules() if n.endswith("lora_A")}
     assert adapted == {"q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"}
     assert policy.options["lora_targets"] == ["q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out"]
-    other = policy_cls(nn.Sequential(LLaDABlock()), WordIds(bos=94), None, layout=layout)
+    other = policy_cls(nn.Sequential(LLaDABlock()), WordIds(bos=94), None, layout=layout, **extra)
     with pytest.raises(InputError, match=r"LoRA targets \['wq'\] are not modules of this model"):
         other.add_lora(rank=2, alpha=4, dropout=0.0, targets=["q_proj", "wq"])
+
+
+def test_dimoo_never_falls_back_silently(monkeypatch):
+    """Without DiMOO's code it loaded AutoModel and used the raw prompt without a word."""
+    import sys
+
+    from paintbench.errors import UserError
+    from paintbench.trainer.policies.dimoo import default_prompt_builder
+
+    monkeypatch.setitem(sys.modules, "utils", None)
+    monkeypatch.setitem(sys.modules, "utils.prompt_utils", None)
+    with pytest.raises(UserError, match=r"utils\.prompt_utils\.create_prompt_templates .* cannot be imported .*raw_prompt"):
+        default_prompt_builder()
+    with pytest.raises(UserError, match="cannot be imported"):
+        DiMOOPolicy(StandInLM(116), WordIds(), None, layout=D_LAYOUT)  # no template given, none importable
+    raw = DiMOOPolicy(StandInLM(116), WordIds(), None, layout=D_LAYOUT, prompt_builder=raw_prompt)
+    assert raw.options["prompt_template"] == "raw"  # recorded: results say it was not DiMOO's template
+

@@ -17,8 +17,9 @@ Token layout (htgrpo.md (c.2); Lumina-DiMOO `inference/inference_t2i.py`, `utils
   with, so rows are forwarded in groups of equal prompt length (all G rollouts of a prompt share one).
 
 The prompt template comes from DiMOO's own `utils.prompt_utils` (`create_prompt_templates`,
-`generate_text_to_image_prompt`) when its repository is importable; otherwise the raw prompt and an
-empty unconditional prompt are used (state which in any reported number). Decoding uses the VQ-VAE as
+`generate_text_to_image_prompt`): when its repository is not importable that is an error with its cause,
+never a silent switch to the raw prompt (`prompt_builder=raw_prompt` asks for the raw prompt explicitly,
+and the policy's options record which template was used). Decoding uses the VQ-VAE as
 DiMOO does: `vqvae.decode(codes, force_not_quantize=True, shape=(B, h, w, C)).sample.clip(0, 1)`.
 Not run in this repository's tests (no weights); the layout is tested with small stand-in modules.
 """
@@ -98,6 +99,8 @@ class DiMOOPolicy(BackbonePolicy):
         self.grid = tuple(self.layout.grid)  # type: ignore[assignment]
         self.image_size = tuple(self.layout.image_size)  # type: ignore[assignment]
         self.prompt_builder = prompt_builder or default_prompt_builder()
+        self.options.setdefault("prompt_template", "raw" if self.prompt_builder is raw_prompt else
+                                "dimoo" if prompt_builder is None else "custom")
 
     def config(self) -> dict[str, Any]:
         return {**self.options, "layout": asdict(self.layout)}
@@ -158,13 +161,7 @@ class DiMOOPolicy(BackbonePolicy):
         from transformers import AutoTokenizer
 
         torch_dtype = resolve_dtype(dtype)
-        try:
-            from model import LLaDAForMultiModalGeneration  # Lumina-DiMOO's repository on PYTHONPATH
-            model = LLaDAForMultiModalGeneration.from_pretrained(model_path, torch_dtype=torch_dtype)
-        except ImportError:
-            from transformers import AutoModel
-
-            model = AutoModel.from_pretrained(model_path, trust_remote_code=True, torch_dtype=torch_dtype)
+        model = _dimoo_import("model", "LLaDAForMultiModalGeneration").from_pretrained(model_path, torch_dtype=torch_dtype)
         from diffusers import VQModel
 
         vq = VQModel.from_pretrained(vq_path or model_path, subfolder="vqvae")
@@ -178,14 +175,31 @@ class DiMOOPolicy(BackbonePolicy):
 
 
 def default_prompt_builder() -> Callable[[str], tuple[str, str]]:
-    """DiMOO's published template when its repository is importable, else (prompt, "")."""
-    try:  # pragma: no cover - depends on DiMOO's repository being on PYTHONPATH
-        from utils.prompt_utils import create_prompt_templates, generate_text_to_image_prompt
+    """DiMOO's published template (its repository's `utils.prompt_utils`, on PYTHONPATH)."""
+    create = _dimoo_import("utils.prompt_utils", "create_prompt_templates")
+    generate = _dimoo_import("utils.prompt_utils", "generate_text_to_image_prompt")
+    templates = create()  # pragma: no cover - needs DiMOO's repository
+    return lambda text: tuple(generate(text, templates))  # type: ignore[return-value]  # pragma: no cover
 
-        templates = create_prompt_templates()
-        return lambda text: tuple(generate_text_to_image_prompt(text, templates))  # type: ignore[return-value]
-    except ImportError:
-        return lambda text: (text, "")
+
+def raw_prompt(text: str) -> tuple[str, str]:
+    """The prompt as given and an empty unconditional prompt: not DiMOO's template (ask for it explicitly)."""
+    return text, ""
+
+
+def _dimoo_import(module: str, name: str) -> Any:
+    """A name from Lumina-DiMOO's own code; its import failure is the error (with the cause and the fix)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        from paintbench.errors import UserError
+
+        raise UserError(f"lumina-dimoo: {module}.{name} from Lumina-DiMOO's repository cannot be imported "
+                        f"({type(e).__name__}: {e}). Put the repository on PYTHONPATH, in an environment with its "
+                        "pins (transformers 4.46, diffusers 0.34); for the raw prompt instead of DiMOO's template, "
+                        "pass prompt_builder=raw_prompt") from e
 
 
 def _pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
