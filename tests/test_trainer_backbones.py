@@ -317,3 +317,34 @@ def test_dimoo_never_falls_back_silently(monkeypatch):
     raw = DiMOOPolicy(StandInLM(116), WordIds(), None, layout=D_LAYOUT, prompt_builder=raw_prompt)
     assert raw.options["prompt_template"] == "raw"  # recorded: results say it was not DiMOO's template
 
+
+
+def test_gradient_checkpointing_reaches_llada_one_level_down():
+    """It only warned: MMaDA's switch is `model.model.set_activation_checkpointing`."""
+    from paintbench.errors import InputError
+
+    class Core(nn.Module):
+        strategy = None
+
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.Sequential(LLaDABlock())
+
+        def set_activation_checkpointing(self, strategy):
+            self.strategy = strategy
+
+    class HFWrapper(nn.Module):  # MMadaModelLM: transformers' switch refuses, the core has LLaDA's
+        def __init__(self):
+            super().__init__()
+            self.model = Core()
+
+        def gradient_checkpointing_enable(self):
+            raise ValueError("MMadaModelLM does not support gradient checkpointing.")
+
+    policy = MMaDAPolicy(HFWrapper(), WordIds(bos=94), None, layout=M_LAYOUT)
+    policy.set_gradient_checkpointing(True)
+    assert policy.model.model.strategy == "whole_layer"
+    assert policy.options["gradient_checkpointing"] == "Core.set_activation_checkpointing"
+    bare = MMaDAPolicy(nn.Sequential(LLaDABlock()), WordIds(bos=94), None, layout=M_LAYOUT)
+    with pytest.raises(InputError, match="exposes no gradient-checkpointing switch"):
+        bare.set_gradient_checkpointing(True)

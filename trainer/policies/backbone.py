@@ -8,7 +8,6 @@ layout, so tests can hand it small stand-in modules that honour the same forward
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -50,22 +49,32 @@ def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"LoRA checkpoint has keys this model lacks: {unexpected[:5]}")
 
 
-def enable_gradient_checkpointing(model: nn.Module) -> bool:
-    """Best effort over the APIs the published models expose; returns whether one was found."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    for name, args in (("gradient_checkpointing_enable", ()), ("set_activation_checkpointing", ("whole_layer",))):
-        fn = getattr(target, name, None)
-        if callable(fn):
+def enable_gradient_checkpointing(model: nn.Module) -> str:
+    """Switch on gradient checkpointing through the API the model exposes (transformers'
+    `gradient_checkpointing_enable`, or LLaDA's `set_activation_checkpointing("whole_layer")`, which MMaDA
+    and Lumina-DiMOO have one level down, on `model.model`); returns which one. Asked for and not
+    available is an error: training would silently need far more memory than planned."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    candidates = [base, getattr(base, "model", None)]
+    tried = []
+    for target in (c for c in candidates if isinstance(c, nn.Module)):
+        for name, args in (("set_activation_checkpointing", ("whole_layer",)), ("gradient_checkpointing_enable", ())):
+            fn = getattr(target, name, None)
+            if not callable(fn):
+                continue
             try:
                 fn(*args)
-                if hasattr(model, "enable_input_require_grads"):
-                    model.enable_input_require_grads()
-                return True
-            except (TypeError, ValueError, NotImplementedError):
+            except (TypeError, ValueError, NotImplementedError) as e:  # e.g. "does not support gradient checkpointing"
+                tried.append(f"{type(target).__name__}.{name}: {e}")
                 continue
-    warnings.warn(f"{type(target).__name__} exposes no gradient-checkpointing switch; training without it",
-                  stacklevel=2)
-    return False
+            if hasattr(model, "enable_input_require_grads"):
+                model.enable_input_require_grads()
+            return f"{type(target).__name__}.{name}"
+    from paintbench.errors import InputError
+
+    raise InputError(f"gradient_checkpointing: {type(base).__name__} exposes no gradient-checkpointing switch "
+                     f"({'; '.join(tried) or 'neither gradient_checkpointing_enable nor set_activation_checkpointing'}); "
+                     "set gradient_checkpointing=false")
 
 
 class AdapterDisabledReference(nn.Module):
@@ -144,7 +153,7 @@ class BackbonePolicy(MaskedImagePolicy):
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:
-            enable_gradient_checkpointing(self.model)
+            self.options["gradient_checkpointing"] = enable_gradient_checkpointing(self.model)
 
     def config(self) -> dict[str, Any]:
         return dict(self.options)
