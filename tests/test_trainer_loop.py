@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -399,3 +400,22 @@ def test_a_preset_named_in_a_file_does_not_override_the_files_own_keys(tmp_path)
     assert cfg.preset == "grpo" and cfg.lambda_s == 0.7  # the file's key wins over its own preset
     assert load_config("shapes-tiny", {"preset": "grpo"}).lambda_s == 0.0  # a CLI preset still sits above the file
     assert load_config(str(f), {"lambda_s": 0.2}).lambda_s == 0.2  # key=value wins over both
+
+
+def test_policy_path_loads_a_saved_policy_of_any_kind(tmp_path, monkeypatch):
+    """Only `tiny` loaded a saved policy; an MMaDA/DiMOO run folder was taken for a base-model folder."""
+    from paintbench.trainer import policies
+
+    Trainer(small(steps=1, save_every=1), tmp_path / "run").fit()  # a tiny run folder with checkpoints
+    resumed = Trainer(small(steps=1, policy_path=str(tmp_path / "run")), tmp_path / "again")
+    assert resumed.policy.kind == "tiny"
+    saved = policies.saved_policy(tmp_path / "run")
+    meta = json.loads((saved / "policy.json").read_text())
+    meta["kind"] = "mmada"  # an 8B run's saved policy: rebuilt by policies.load, never as a base-model folder
+    (saved / "policy.json").write_text(json.dumps(meta))
+    seen = []
+    monkeypatch.setattr(policies, "load", lambda path, **kw: seen.append(path) or SimpleNamespace(kind="mmada"))
+    with pytest.raises(UserError, match="a saved 'mmada' policy, but policy='tiny'"):
+        Trainer(small(steps=1, policy_path=str(tmp_path / "run")), tmp_path / "b")
+    assert seen == [saved]
+    assert policies.saved_policy(tmp_path / "nothing") is None

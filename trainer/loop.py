@@ -119,8 +119,14 @@ class Trainer:
         from paintbench.trainer import policies
 
         cfg = self.cfg
+        saved = policies.saved_policy(cfg.policy_path) if cfg.policy_path else None
+        if saved is not None:  # a policy paintbench saved (any kind; an 8B one rebuilds its base from its config)
+            policy = policies.load(saved, device=self.device, dtype=cfg.dtype)
+            if policy.kind != cfg.policy:
+                raise UserError(f"policy_path {cfg.policy_path}: a saved {policy.kind!r} policy, but policy={cfg.policy!r}")
+            return policy
         if cfg.policy_path and cfg.policy == "tiny":
-            return policies.load(cfg.policy_path, device=self.device, dtype=cfg.dtype)
+            policies.resolve(cfg.policy_path)  # raises: no saved policy there
         options = dict(cfg.policy_options)
         if cfg.policy != "tiny":
             options.setdefault("model_path", cfg.policy_path)

@@ -58,6 +58,14 @@ def resolve(path: str | Path) -> Path:
                     "with checkpoints/)")
 
 
+def saved_policy(path: str | Path) -> Path | None:
+    """The saved-policy folder `path` holds (see `resolve`), or None when it holds none (e.g. a base model)."""
+    try:
+        return resolve(path)
+    except UserError:
+        return None
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32") -> MaskedImagePolicy:
     """Rebuild a saved policy (any kind) on `device` in `dtype`, in eval mode."""
     folder = resolve(path)
