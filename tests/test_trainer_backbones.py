@@ -348,3 +348,10 @@ def test_gradient_checkpointing_reaches_llada_one_level_down():
     bare = MMaDAPolicy(nn.Sequential(LLaDABlock()), WordIds(bos=94), None, layout=M_LAYOUT)
     with pytest.raises(InputError, match="exposes no gradient-checkpointing switch"):
         bare.set_gradient_checkpointing(True)
+
+
+def test_dimoo_code_offset_is_read_from_the_vocabulary_like_dimoo():
+    from paintbench.trainer.policies.dimoo import code_offset_from_vocab
+
+    assert code_offset_from_vocab(StandInLM(116), 16) == 100 == D_LAYOUT.code_offset
+    assert code_offset_from_vocab(StandInLM(300), 16) == 284

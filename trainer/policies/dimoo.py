@@ -166,7 +166,10 @@ class DiMOOPolicy(BackbonePolicy):
 
         vq = VQModel.from_pretrained(vq_path or model_path, subfolder="vqvae")
         tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
-        lay = DiMOOLayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in (layout or {}).items()})
+        given = {k: tuple(v) if isinstance(v, list) else v for k, v in (layout or {}).items()}
+        lay = DiMOOLayout(**given)
+        if "code_offset" not in given:  # as DiMOO's generate_image: text vocabulary = logits width - codebook
+            lay = DiMOOLayout(**{**asdict(lay), "code_offset": code_offset_from_vocab(model, lay.codebook_size)})
         options = {"model_path": model_path, "vq_path": vq_path, **extra}
         policy = cls(model.to(device), tokenizer, vq.to(device), layout=lay, options=options)
         if lora_rank > 0:
@@ -180,6 +183,15 @@ def default_prompt_builder() -> Callable[[str], tuple[str, str]]:
     generate = _dimoo_import("utils.prompt_utils", "generate_text_to_image_prompt")
     templates = create()  # pragma: no cover - needs DiMOO's repository
     return lambda text: tuple(generate(text, templates))  # type: ignore[return-value]  # pragma: no cover
+
+
+def code_offset_from_vocab(model: nn.Module, codebook_size: int) -> int:
+    """Where image codes start: the model's vocabulary size minus the codebook, as Lumina-DiMOO's
+    `generate_image` infers it (one forward of a single token, `logits.size(-1) - codebook_size`)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        vocab_total = model(torch.zeros(1, 1, dtype=torch.long, device=device), infer=True).logits.size(-1)
+    return int(vocab_total) - codebook_size
 
 
 def raw_prompt(text: str) -> tuple[str, str]:
