@@ -175,8 +175,10 @@ def test_reduced_all_pairs_both_versions(reduced):
         assert abs(value - want[f, pid]) <= TOL
     assert [d["cosine"] for d in scores.details] == scores.tolist()
     sha = sha256_file(ckpt)
-    assert v2.provenance()["weights"] == {"hps-v2": {"file": "HPS_v2_compressed.pt", "sha256": sha}}
-    assert v21.provenance()["weights"] == {"hps-v2.1": {"file": "HPS_v2.1_compressed.pt", "sha256": sha}}
+    assert v2.provenance()["weights"] == {"hps-v2": {"file": "HPS_v2_compressed.pt", "sha256": sha,
+                                                     "path": str(v2.weights_path)}}
+    assert v21.provenance()["weights"] == {"hps-v2.1": {"file": "HPS_v2.1_compressed.pt", "sha256": sha,
+                                                        "path": str(v21.weights_path)}}
     assert (v2.provenance()["hps_version"], v21.provenance()["hps_version"]) == ("v2.0", "v2.1")
     print(f"reduced ViT-B-32 max |Δscore|: {worst}")
 
