@@ -198,3 +198,20 @@ def test_the_cosine_schedule_is_the_models_own_in_float32():
                 # Lumina-DiMOO's generate_image: (vq_len.float() * cos(0.5 * pi * t)).floor(), same numbers
                 dimoo = int((torch.tensor([float(n)]) * torch.cos(0.5 * math.pi * torch.tensor([ratio]))).floor())
                 assert masked_after(step, num_steps, n) == theirs == dimoo, (num_steps, n, step)
+
+
+def test_the_emerge_sampler_reads_temperature_like_the_maskgit_sampler(policy):
+    """Emerge treated temperature 0 as 1 and applied τ whatever temperature_mode said."""
+    greedy = [_roll(policy, PROMPTS[:1], [s], steps=6, sampler="emerge", temperature=0.0,
+                    temperature_mode="constant") for s in (1, 2)]
+    for r in greedy:  # every code is the argmax of the logits at the step it was committed
+        canvas = torch.full_like(r.codes, MASK)
+        for step in range(6):
+            logits = policy.image_logits(policy.encode_prompts(PROMPTS[:1]), canvas)
+            now = r.commit_step == step
+            assert torch.equal(r.codes[now], logits.argmax(-1)[now])
+            canvas = torch.where(r.commit_step <= step, r.codes, canvas)
+    # compound mode: the draw has no temperature, so τ changes nothing in emerge (as in MMaDA's draw)
+    a = _roll(policy, PROMPTS[:1], [5], steps=6, sampler="emerge", temperature=0.3, temperature_mode="compound")
+    b = _roll(policy, PROMPTS[:1], [5], steps=6, sampler="emerge", temperature=1.0, temperature_mode="compound")
+    assert torch.equal(a.codes, b.codes)

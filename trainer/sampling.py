@@ -196,14 +196,9 @@ def _maskgit(policy: MaskedImagePolicy, prompts: PromptBatch, gens: Sequence[tor
     for step in range(t_steps):
         logits = policy.image_logits(prompts, canvas, cfg_scale=opt.cfg_scale).float()
         probs = torch.softmax(logits, dim=-1)
-        draw_p = probs
-        if opt.temperature_mode == "constant" and opt.temperature not in (0.0, 1.0):
-            draw_p = torch.softmax(logits / opt.temperature, dim=-1)
+        draw_p, greedy = draw_distribution(logits, opt)
         noise = _uniforms(gens, (2, n), device)                       # [B, 2, N]: code draw, Gumbel
-        if opt.temperature_mode == "constant" and opt.temperature == 0.0:
-            drawn = draw_p.argmax(dim=-1)
-        else:
-            drawn = inverse_cdf(draw_p, noise[:, 0])
+        drawn = draw_p.argmax(dim=-1) if greedy else inverse_cdf(draw_p, noise[:, 0])
         h = entropy_of(draw_p)
         unknown = canvas == MASK
         drawn = torch.where(unknown, drawn, canvas)
@@ -222,6 +217,18 @@ def _maskgit(policy: MaskedImagePolicy, prompts: PromptBatch, gens: Sequence[tor
     return Rollout(canvas, commit_step, commit_h, t_steps)
 
 
+def draw_distribution(logits: torch.Tensor, opt: SamplerOptions) -> tuple[torch.Tensor, bool]:
+    """(distribution codes are drawn from, greedy?) — one rule for both samplers. "compound" (MMaDA): the
+    draw has no temperature (τ only scales the Gumbel confidence). "constant" (DiMOO): softmax(logits/τ),
+    and τ = 0 is the greedy argmax, never τ = 1."""
+    if opt.temperature_mode == "constant":
+        if opt.temperature == 0.0:
+            return torch.softmax(logits, dim=-1), True
+        if opt.temperature != 1.0:
+            return torch.softmax(logits / opt.temperature, dim=-1), False
+    return torch.softmax(logits, dim=-1), False
+
+
 def _emerge(policy: MaskedImagePolicy, prompts: PromptBatch, gens: Sequence[torch.Generator],
             opt: SamplerOptions) -> Rollout:
     device = policy.device
@@ -231,12 +238,12 @@ def _emerge(policy: MaskedImagePolicy, prompts: PromptBatch, gens: Sequence[torc
     commit_h = torch.zeros((b, n), dtype=torch.float32, device=device)
     for step in range(t_steps):
         logits = policy.image_logits(prompts, canvas, cfg_scale=opt.cfg_scale).float()
-        probs = torch.softmax(logits / opt.temperature if opt.temperature not in (0.0, 1.0) else logits, dim=-1)
+        probs, greedy = draw_distribution(logits, opt)
         noise = _uniforms(gens, (2, n), device)                       # [B, 2, N]: commit?, code draw
         unknown = canvas == MASK
         keep_p = emerge_keep_probability(step, t_steps)
         newly = unknown & (noise[:, 0] >= keep_p)
-        drawn = inverse_cdf(probs, noise[:, 1])
+        drawn = probs.argmax(dim=-1) if greedy else inverse_cdf(probs, noise[:, 1])
         commit_step = torch.where(newly, torch.full_like(commit_step, step), commit_step)
         commit_h = torch.where(newly, entropy_of(probs), commit_h)
         canvas = torch.where(newly, drawn, canvas)
