@@ -419,3 +419,16 @@ def test_policy_path_loads_a_saved_policy_of_any_kind(tmp_path, monkeypatch):
         Trainer(small(steps=1, policy_path=str(tmp_path / "run")), tmp_path / "b")
     assert seen == [saved]
     assert policies.saved_policy(tmp_path / "nothing") is None
+
+
+def test_the_ratio_is_one_at_the_first_inner_step_even_with_dropout(tmp_path):
+    """With LoRA dropout the old log-probs (eval mode) and the new ones (train mode) differed, so r != 1
+    before any update."""
+    tr = Trainer(small(steps=1, inner_iters=1, n_global=1, n_struct=0, beta=0.0), tmp_path)
+    tr.policy.drop = torch.nn.Dropout(0.5)  # a registered submodule: train()/eval() switch it
+    inner = tr.policy.image_logits
+    tr.policy.image_logits = lambda *a, **k: tr.policy.drop(inner(*a, **k))
+    tr.setup()
+    tr.step = 1
+    metrics = tr.round(1)
+    assert metrics["ratio"] == pytest.approx(1.0, abs=1e-6)

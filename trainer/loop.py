@@ -393,7 +393,9 @@ class Trainer:
         cfg = self.cfg
         assert self.optimizer is not None and batch.token_adv is not None
         params = self.policy.trainable_parameters()
-        self.policy.train()
+        # Dropout (LoRA's included) stays off, as when the old log-probs were taken (TRL's `disable_dropout`):
+        # otherwise the two are computed in different modes and the ratio is not 1 at the first inner step.
+        self.policy.eval()
         per_stage: dict[str, LossStats] = {}
         losses, grad_norms = [], []
         for item, old, ref in zip(batch.plan, lp_old, lp_ref, strict=True):
