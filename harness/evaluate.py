@@ -105,12 +105,12 @@ def run_eval(cfg: EvalConfig, *, rescore: list[str] | None = None, suite: Suite 
         for m in metrics_:
             if rescore and m.name not in rescore:
                 continue
-            built: dict[str, Any] = {"p": (providers or {}).get(m.name)}
             # --rescore writes beside the old scores (`<metric>@rescore`) and swaps them in only when
             # complete: an interrupted rescore leaves the run as it was (and resumes when run again)
             store = staged(m.name) if m.name in rescore else m.name
-            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, built=built, store=store: score_phase(
-                rd, suite, mine, m, cfg, dist, device, show, provider=built["p"], store=store))
+            given = (providers or {}).get(m.name)
+            _on_all_ranks(dist, f"scoring {m.name}", lambda m=m, given=given, store=store: score_phase(
+                rd, suite, mine, m, cfg, dist, device, show, provider=given, store=store))
         results = None
         if dist.is_main:
             order = [(it.id, k) for it in items for k in range(it.n_samples(ipp))]
