@@ -398,14 +398,15 @@ def _decode(decode: Any, path: Path, recorded_sha256: str | None) -> Any:
     whose bytes no longer match the sha256 its sample recorded is an error: scoring the replacement under
     the old record would publish numbers for an image nobody generated."""
     try:
-        if recorded_sha256:
-            got = hashlib.sha256(path.read_bytes()).hexdigest()
+        data = path.read_bytes() if recorded_sha256 else None
+        if data is not None:
+            got = hashlib.sha256(data).hexdigest()
             if got != recorded_sha256:
                 raise InputError(f"{path}: the file changed since it was recorded (sha256 {got[:12]}..., the "
                                  f"run recorded {recorded_sha256[:12]}...); restore it, or score the new images "
                                  "into a new --out")
         image = str(path) if decode is None else decode(path)
-        frames = frames_of(path)
+        frames = frames_of(io.BytesIO(data) if data is not None else path)  # the bytes already read
         note = f"animated image ({frames} frames): scored on its first frame" if frames > 1 else None
         return Decoded(image, note)
     except Exception as e:  # recorded on that sample with its type and message; the others go on

@@ -24,7 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -95,8 +95,8 @@ def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None
     return normalize_mode(img)
 
 
-def frames_of(path: str | os.PathLike[str]) -> int:
-    """How many frames an image file has (1 for a still image, or when it cannot be read)."""
+def frames_of(path: str | os.PathLike[str] | BinaryIO) -> int:
+    """How many frames an image file (or its bytes) has (1 for a still image, or when it cannot be read)."""
     try:
         with Image.open(path) as im:
             return int(getattr(im, "n_frames", 1))
