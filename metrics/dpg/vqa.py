@@ -69,11 +69,34 @@ class HFBackend(VQABackend):
 
     def _setup(self, folder: Path, processor_class: Any, device: torch.device | str, max_new_tokens: int,
                batch_size: int) -> None:
+        require_known_model_type(folder, self.name)
         self.folder = folder
         self.device = torch.device(device)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.processor = processor_class.from_pretrained(str(folder), local_files_only=True)
+
+
+def require_known_model_type(folder: Path, what: str) -> None:
+    """Refuse, before loading, a model folder whose `model_type` the installed transformers does not know
+    (Qwen2.5-VL needs transformers >= 4.49, and the models' own pins, e.g. MMaDA's 4.46, are older), with
+    the version and the fix, instead of transformers' own error from deep inside `from_pretrained`."""
+    import json
+
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    config = folder / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return  # from_pretrained names a missing or broken config itself
+    if model_type and model_type not in CONFIG_MAPPING:
+        from paintbench.errors import UserError
+
+        raise UserError(f"{what}: {config} is a {model_type!r} model, which transformers "
+                        f"{transformers.__version__} does not know; install a transformers that has it "
+                        "(Qwen2.5-VL: >= 4.49; paintbench's tested pin is in constraints/ci.txt)")
 
 
 def _check_pairs(images: Sequence[Any], questions: Sequence[str]) -> None:

@@ -7,11 +7,11 @@ official checkpoint is loaded into it by a key map. Around the model sit mmdet's
 post-processing, rewritten in torch so that a whole batch stays on the device:
 
 - preprocessing (mmdet 2.x test pipeline of that config): keep-ratio resize into 1333×800 (mmcv's
-  `rescale_size` rounding), bilinear with half-pixel centres on the uint8 image, result rounded to uint8
-  as cv2 does; pad bottom/right to a multiple of 32 with the value 128 (the config pads *before*
-  Normalize); then ImageNet mean/std on the 0-255 scale, in RGB order. cv2 resizes uint8 with 11-bit
-  fixed-point weights, which we do not emulate: after rounding, a resized pixel can differ from
-  mmcv's by one grey level. GenEval images are square, and 512² and 1024² inputs become 800×800;
+  `rescale_size` rounding) by OpenCV's own uint8 bilinear resize (`cv2.resize`, as mmcv's `imresize`
+  calls it: fixed-point, which no float interpolation reproduces); pad bottom/right to a multiple of 32
+  with the value 128 (the config pads *before* Normalize); then ImageNet mean/std on the 0-255 scale,
+  in RGB order, as mmcv's `imnormalize` (subtract the mean, multiply by 1/std). GenEval images are
+  square, and 512² and 1024² inputs become 800×800;
 - post-processing (`MaskFormerFusionHead.instance_postprocess`): class probabilities are the softmax
   without the no-object column; the top 100 (query, class) pairs over the flattened matrix are kept;
   each pair's mask logits are upsampled bilinearly to the padded input, cropped to the resized image,
@@ -66,6 +66,7 @@ from paintbench.metrics.geneval.detector.configuration import (
 from paintbench.metrics.geneval.detector.conversion import (
     CheckpointFormat,
     checkpoint_format,
+    hf5_names,
     hf_to_mmdet3,
     load_mapped,
     merge_hf_to_mmdet,
@@ -112,6 +113,7 @@ __all__ = [
     "config_from_hf",
     "config_from_mmdet",
     "default_mmdet_config",
+    "hf5_names",
     "hf_config",
     "hf_to_mmdet3",
     "instance_postprocess",

@@ -193,6 +193,8 @@ def hf_to_mmdet3(sd: Mapping[str, torch.Tensor], cfg: DetectorConfig) -> Ordered
     `relative_position_index` buffers mmdet stores, in mmdet's module order. Used to write tiny
     checkpoints in the official layouts and by `paintbench` users converting HF weights."""
 
+    sd = hf5_names(sd)
+
     def get(key: str) -> torch.Tensor:
         return sd[key]
 
@@ -325,6 +327,22 @@ _HF4_NAMES: tuple[tuple[str, str], ...] = (
 )
 
 
+def hf5_names(sd: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
+    """An HF Mask2Former state dict with transformers 5.x's Swin names, whichever version produced it
+    (the inverse of `_HF4_NAMES`; 4.x also stores `relative_position_index` buffers, dropped here as
+    mmdet's are rebuilt)."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, v in sd.items():
+        if k.startswith(tuple(_BB + part for part in ("embeddings.", "encoder.", "layernorm."))):
+            if k.endswith(".relative_position_index"):
+                continue
+            for new, old in _HF4_NAMES[:-1]:
+                k = k.replace(old, new)
+            k = _BB + "swin." + k[len(_BB):]
+        out[k] = v
+    return out
+
+
 def _adapt_to_model(sd: Mapping[str, torch.Tensor], model_keys: set[str]) -> OrderedDict[str, torch.Tensor]:
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for k, v in sd.items():
@@ -341,7 +359,10 @@ def load_mapped(model: torch.nn.Module, hf_sd: Mapping[str, torch.Tensor], sourc
     """Load an HF-keyed state dict strictly (apart from `_HF_UNUSED`), naming the file on failure."""
     model_sd = model.state_dict()
     hf_sd = _adapt_to_model(hf_sd, set(model_sd))
-    missing = [k for k in model_sd if k not in hf_sd and not _HF_UNUSED.search(k)]
+    # transformers 4.x keeps Swin's relative_position_index as a persistent buffer; the model computes it
+    # itself (mmdet's, validated by `mmdet3_to_hf`, is the same standard index)
+    missing = [k for k in model_sd if k not in hf_sd and not _HF_UNUSED.search(k)
+               and not k.endswith(".relative_position_index")]
     unexpected = [k for k in hf_sd if k not in model_sd]
     wrong = [
         f"{k} {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}"

@@ -42,6 +42,21 @@ def default_mmdet_config() -> Path:
     )
 
 
+def mmdet_pipeline(mmdet_version: str) -> dict[str, Any]:
+    """Which test pipeline `inference_detector` runs under this mmdet, recorded with every result.
+
+    GenEval's numbers come from mmdet 2.x running its config's 2.x test pipeline (grey-128 padding
+    *before* Normalize, OpenCV's uint8 resize). mmdet 3.x runs its own converted pipeline instead (zero
+    padding of the normalised tensor in its data preprocessor): on non-square images scores differ from
+    GenEval's by up to 0.94, so those are labelled as not GenEval's numbers. paintbench's own detector
+    (`detector="geneval"`) runs GenEval's 2.x pipeline on any install."""
+    major = int(mmdet_version.split(".")[0])
+    if major < 3:
+        return {"pipeline": "mmdet 2.x test pipeline (GenEval's)", "geneval_numbers": True}
+    return {"pipeline": f"mmdet {mmdet_version}'s own 3.x test pipeline (zero padding after Normalize): "
+                        "not GenEval's numbers", "geneval_numbers": False}
+
+
 class MmdetDetector:
     """The optional reference backend: mmdet's own `init_detector` / `inference_detector` (needs mmdet
     and a compiled mmcv; never required). Same `detect` interface as `Mask2FormerDetector`, one image at
@@ -69,9 +84,19 @@ class MmdetDetector:
             str(self.config_path), None if checkpoint is None else str(checkpoint), device=str(self.device)
         )
         self.class_names = OBJECT_NAMES
+        import mmdet
+
+        if not mmdet_pipeline(mmdet.__version__)["geneval_numbers"]:
+            import warnings
+
+            warnings.warn(f"detector='mmdet' on mmdet {mmdet.__version__} runs mmdet 3.x's own test pipeline, "
+                          "not GenEval's (results record it); detector='geneval' runs GenEval's", stacklevel=2)
 
     def provenance(self) -> dict[str, Any]:
-        return {"backend": self.backend, "config": str(self.config_path), "path": str(self.checkpoint)}
+        import mmdet
+
+        return {"backend": self.backend, "config": str(self.config_path), "path": str(self.checkpoint),
+                "mmdet": mmdet.__version__, **mmdet_pipeline(mmdet.__version__)}
 
     @torch.inference_mode()
     def detect(self, images: ImagesIn, *, min_class_prob: float | None = None, swap_rb: bool = False,
