@@ -60,6 +60,7 @@ BUILTIN_MODULES = (
     "aesthetic",
     "imagereward",
     "hps",
+    "pickscore",
     "geneval/provider",
     "dpg/provider",
 )
