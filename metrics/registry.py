@@ -61,6 +61,7 @@ BUILTIN_MODULES = (
     "imagereward",
     "hps",
     "pickscore",
+    "clipscore",
     "geneval/provider",
     "dpg/provider",
 )
