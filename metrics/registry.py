@@ -62,6 +62,7 @@ BUILTIN_MODULES = (
     "hps",
     "pickscore",
     "clipscore",
+    "hpsv3",
     "geneval/provider",
     "dpg/provider",
 )
