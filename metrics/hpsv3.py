@@ -329,24 +329,16 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "h
     directory = Path(directory)
     base = directory / wts.catalog()[BASE_WEIGHT].filename
     base.mkdir(parents=True, exist_ok=True)
-    alphabet = _byte_alphabet()
-    ids = {s: len(alphabet) + i for i, s in enumerate(QWEN2_VL_SPECIALS)}
-    (base / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(alphabet)}), encoding="utf-8")
-    (base / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    (base / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "Qwen2Tokenizer", "add_prefix_space": False, "errors": "replace", "bos_token": None,
-        "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": None, "model_max_length": 32768,
-        "clean_up_tokenization_spaces": False, "split_special_tokens": False,
-        "additional_special_tokens": list(QWEN2_VL_SPECIALS[1:]), "chat_template": QWEN2_VL_CHAT_TEMPLATE,
-        "added_tokens_decoder": {str(i): {"content": s, "lstrip": False, "normalized": False, "rstrip": False,
-                                          "single_word": False, "special": True} for s, i in ids.items()},
-    }), encoding="utf-8")
+    from paintbench.metrics.tiny_tokenizers import write_qwen2_tokenizer
+
+    ids = write_qwen2_tokenizer(base, QWEN2_VL_SPECIALS, eos="<|im_end|>", pad="<|endoftext|>",
+                                chat_template=QWEN2_VL_CHAT_TEMPLATE)
     (base / "chat_template.json").write_text(json.dumps({"chat_template": QWEN2_VL_CHAT_TEMPLATE}), encoding="utf-8")
     (base / "preprocessor_config.json").write_text(json.dumps({
         "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
         "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
         "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}), encoding="utf-8")
-    vocab = len(alphabet) + len(QWEN2_VL_SPECIALS)
+    vocab = max(ids.values()) + 1
     (base / "config.json").write_text(json.dumps({
         "architectures": ["Qwen2VLForConditionalGeneration"], "model_type": "qwen2_vl", "attention_dropout": 0.0,
         "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
@@ -380,15 +372,3 @@ def _official_key(key: str) -> str:
     if key.startswith("model.visual."):
         return key[len("model."):]
     return key
-
-
-def _byte_alphabet() -> list[str]:
-    """GPT-2's byte-to-unicode alphabet (what byte-level BPE vocabularies start with)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = keep[:], 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]

@@ -63,6 +63,7 @@ BUILTIN_MODULES = (
     "pickscore",
     "clipscore",
     "hpsv3",
+    "unipercept",
     "geneval/provider",
     "dpg/provider",
 )
