@@ -185,6 +185,9 @@ class HPSv3Provider(Provider):
 
         self.checkpoint = wts.pick(CHECKPOINT_WEIGHT, weights, weights_dir, primary=CHECKPOINT_WEIGHT)
         self.base = wts.pick(BASE_WEIGHT, weights, weights_dir, primary=CHECKPOINT_WEIGHT)
+        from paintbench.metrics.memory import require_fits
+
+        require_fits("hpsv3", [self.checkpoint], self.device, self.dtype)
         self.tokenizer, self.chat_template = load_tokenizer(self.base)
         self.reward_id = self.tokenizer.convert_tokens_to_ids(REWARD_TOKEN)
         self.image_pad_id = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)

@@ -237,7 +237,10 @@ class UniPerceptModel:
     def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import AutoTokenizer
 
+        from paintbench.metrics.memory import require_fits
+
         self.folder, self.device, self.dtype = folder, device, dtype
+        require_fits("unipercept", weight_files(folder), device, dtype)
         self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.system_message = self.config.get("system_message", DEFAULT_SYSTEM_MESSAGE)
@@ -290,17 +293,23 @@ def shared_model(folder: Path, device: torch.device, dtype: torch.dtype) -> UniP
         return _MODELS[key]
 
 
-def read_folder_state(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a model folder's safetensors file(s) (one file, or the shards of an index)."""
-    from safetensors.torch import load_file
-
+def weight_files(folder: Path) -> list[Path]:
+    """A model folder's safetensors file(s): `model.safetensors`, or the shards its index names."""
     index = folder / "model.safetensors.index.json"
     files = (sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file()
              else [folder / "model.safetensors"])
-    state: dict[str, torch.Tensor] = {}
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing (UniPercept's weights: model.safetensors or the shards of its index)")
+    return files
+
+
+def read_folder_state(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a model folder's safetensors file(s)."""
+    from safetensors.torch import load_file
+
+    state: dict[str, torch.Tensor] = {}
+    for f in weight_files(folder):
         state.update(load_file(str(f)))
     return state
 
