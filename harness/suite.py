@@ -164,10 +164,12 @@ def _leaderboard(data: Any, where: str) -> dict[str, Any] | None:
           and isinstance(data.get("metrics"), list) and all(isinstance(m, str) for m in data["metrics"])
           and isinstance(columns, list) and all(isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
                                                 and (c[1] is None or isinstance(c[1], str)) for c in columns)
-          and set(data) <= {"title", "metrics", "columns", "scale", "decimals", "note"})
+          and set(data) <= {"title", "metrics", "columns", "scale", "decimals", "note", "side_by_side"}
+          and isinstance(data.get("side_by_side", False), bool))
     if not ok:
         raise UserError(f"{where}: `leaderboard` needs title, metrics [names] and columns [[label, category or "
-                        "null], ...], and may have scale, decimals and note")
+                        "null], ...], and may have scale, decimals, note and side_by_side (true: the columns are "
+                        "[[label, metric], ...], one table of metrics side by side)")
     return data
 
 

@@ -33,6 +33,9 @@ class Layout:
     scale: float = 1.0  # displayed = stored value x scale
     decimals: int = 2
     note: str = ""
+    # metrics as the columns of one table (a paper's "Table 3"): `columns` are then [label, metric] in the
+    # paper's order, each metric on its own scale and never averaged with the others
+    side_by_side: bool = False
 
 
 def layout_from_dict(data: dict[str, Any], where: str = "suite") -> Layout:
@@ -41,7 +44,7 @@ def layout_from_dict(data: dict[str, Any], where: str = "suite") -> Layout:
         return Layout(title=str(data["title"]), metrics=tuple(data["metrics"]),
                       columns=tuple((str(label), cat) for label, cat in data["columns"]),
                       scale=float(data.get("scale", 1.0)), decimals=int(data.get("decimals", 2)),
-                      note=str(data.get("note", "")))
+                      note=str(data.get("note", "")), side_by_side=bool(data.get("side_by_side", False)))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{where}: `leaderboard` needs title, metrics and columns [[label, category or null], "
                          f"...] ({type(e).__name__}: {e})") from e

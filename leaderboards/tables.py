@@ -323,14 +323,16 @@ def generic_table(suite: str, metric: str, version: str | None, runs: Sequence[R
 
 
 def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *, paired: Paired | None,
-                     alpha: float = ALPHA) -> Table:
+                     alpha: float = ALPHA, title: str | None = None,
+                     labels: dict[str, str] | None = None) -> Table:
     """Metrics side by side, each in its own column on its own scale, each with its own leader and ties.
-    Nothing is averaged across columns: the scales are not comparable."""
+    Nothing is averaged across columns: the scales are not comparable. `labels` names the columns (a
+    side-by-side layout's paper labels; default: the metric names)."""
     cols = [Column("model", "Model", "text")]
     for m in metrics:
         scale, decimals = metric_format(m)
         arrow = "↑" if higher_is_better(m, runs) else "↓"
-        cols.append(Column(f"metric:{m}", f"{m} {arrow}", "number", scale, decimals, ci=True,
+        cols.append(Column(f"metric:{m}", f"{(labels or {}).get(m, m)} {arrow}", "number", scale, decimals, ci=True,
                            help=f"{m} (x{scale:g}); its own scale, never averaged with the others"))
     cols += [Column("n_images", "Images", "number", 1.0, 0), Column("provenance", "Provenance", "provenance")]
     per_metric_marks: dict[str, list[tuple[str | None, str]]] = {}
@@ -358,7 +360,7 @@ def preference_table(suite: str, metrics: Sequence[str], runs: Sequence[Run], *,
         cells["n_images"] = Cell(max((run.metrics.get(m, {}).get("n_samples") or 0) for m in metrics))
         cells["provenance"] = Cell()
         rows.append(Row(cells, provenance=run_provenance(run, [m for m in metrics if m in run.metrics])))
-    return Table(id=f"preference-{suite}", title=f"{suite}: metrics side by side", columns=cols, rows=rows,
+    return Table(id=f"preference-{suite}", title=title or f"{suite}: metrics side by side", columns=cols, rows=rows,
                  caption="Each metric on its own scale with its own leader; scores of different metrics are "
                          "never averaged.", notes=[tie_rule(alpha)], rank_key=f"metric:{first}")
 
@@ -389,7 +391,14 @@ def _suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alp
             metrics_present[m] = None
     tables: list[Table] = []
     claimed: set[str] = set()
-    if layout is not None:
+    if layout is not None and layout.side_by_side:
+        labels = {metric: label for label, metric in layout.columns if metric}
+        order = [m for _, m in layout.columns if m in metrics_present]
+        if order:
+            tables.append(preference_table(suite, order, [r for r in runs if any(m in r.metrics for m in order)],
+                                           paired=paired, alpha=alpha, title=layout.title, labels=labels))
+            claimed.update(order)
+    elif layout is not None:
         for m in layout.metrics:
             for version, group in metric_groups(runs, m):
                 tables.append(layout_table(suite, layout, m, version, group, paired=paired, alpha=alpha))

@@ -207,7 +207,7 @@ class HPSv3Provider(Provider):
 
     def inputs(self, images: ImageBatch, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The official processor outputs: input_ids, attention_mask, pixel_values, image_grid_thw."""
-        pil = [prepare_image(im) for im in (images.pil if not images.is_tensor else _to_pil(images))]
+        pil = [prepare_image(im) for im in images.pil_images()]
         vision = self.image_processor(images=pil, return_tensors="pt")
         grids = vision["image_grid_thw"]
         merge = int(getattr(self.image_processor, "merge_size", 2)) ** 2
@@ -243,10 +243,6 @@ class HPSv3Provider(Provider):
 def _tensor(output: Any) -> torch.Tensor:
     return output.pooler_output if hasattr(output, "pooler_output") else output
 
-
-def _to_pil(images: ImageBatch) -> list[Image.Image]:
-    x = (images.float01("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
-    return [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in x]
 
 
 def load_tokenizer(base: Path) -> tuple[Any, str | None]:

@@ -146,6 +146,14 @@ class ImageBatch:
             tensor=None if self.tensor is None else self.tensor[start:stop],
         )
 
+    def pil_images(self) -> list[Image.Image]:
+        """The batch as PIL images: as given, or a tensor batch quantised to uint8 (for metrics whose
+        official preprocessing is PIL's own, so a tensor takes exactly the path a saved image would)."""
+        if self.pil is not None:
+            return self.pil
+        x = (self.float01("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
+        return [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in x]
+
     def float01(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The batch as a float [B,3,H,W] tensor in [0,1] on `device` (tensor batches only)."""
         if self.tensor is None:

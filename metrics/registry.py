@@ -64,6 +64,7 @@ BUILTIN_MODULES = (
     "clipscore",
     "hpsv3",
     "unipercept",
+    "deqa",
     "geneval/provider",
     "dpg/provider",
 )

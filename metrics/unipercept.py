@@ -41,7 +41,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 
 from paintbench.metrics import weights as wts
@@ -240,7 +239,7 @@ class UniPerceptModel:
         from paintbench.metrics.memory import require_fits
 
         self.folder, self.device, self.dtype = folder, device, dtype
-        require_fits("unipercept", weight_files(folder), device, dtype)
+        require_fits("unipercept", wts.safetensors_files(folder, "UniPercept"), device, dtype)
         self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.system_message = self.config.get("system_message", DEFAULT_SYSTEM_MESSAGE)
@@ -293,23 +292,13 @@ def shared_model(folder: Path, device: torch.device, dtype: torch.dtype) -> UniP
         return _MODELS[key]
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """A model folder's safetensors file(s): `model.safetensors`, or the shards its index names."""
-    index = folder / "model.safetensors.index.json"
-    files = (sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file()
-             else [folder / "model.safetensors"])
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing (UniPercept's weights: model.safetensors or the shards of its index)")
-    return files
-
 
 def read_folder_state(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a model folder's safetensors file(s)."""
     from safetensors.torch import load_file
 
     state: dict[str, torch.Tensor] = {}
-    for f in weight_files(folder):
+    for f in wts.safetensors_files(folder, "UniPercept"):
         state.update(load_file(str(f)))
     return state
 
@@ -359,7 +348,7 @@ class UniPerceptProvider(Provider):
 
         tf = T.Compose([T.Resize((IMAGE_SIZE, IMAGE_SIZE), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(),
                         T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-        pil = images.pil if not images.is_tensor else _to_pil(images)
+        pil = images.pil_images()
         return torch.stack([tf(im.convert("RGB")) for im in pil])
 
     def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
@@ -368,10 +357,6 @@ class UniPerceptProvider(Provider):
         return Scores(metric=self.name, values=values.float(),
                       details=[{"score": float(v)} for v in values.float().cpu().tolist()])
 
-
-def _to_pil(images: ImageBatch) -> list[Image.Image]:
-    x = (images.float01("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
-    return [Image.fromarray(im.permute(1, 2, 0).numpy()) for im in x]
 
 
 class UniPerceptIAAProvider(UniPerceptProvider):

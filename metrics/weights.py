@@ -399,3 +399,17 @@ def weights_notes(provenance: dict[str, Any]) -> dict[str, Any]:
     if synthetic:
         provenance["synthetic_weights"] = True
     return provenance
+
+
+def safetensors_files(folder: Path, what: str) -> list[Path]:
+    """A model folder's safetensors file(s): `model.safetensors`, or the shards its index names (each
+    checked present, naming the missing one)."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    files = (sorted({folder / f for f in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+             if index.is_file() else [folder / "model.safetensors"])
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing ({what}'s weights: model.safetensors or the shards of its index)")
+    return files

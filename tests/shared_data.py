@@ -86,3 +86,21 @@ def bert_tokenizer_dir(parent: Path) -> Path:
         shutil.copyfileobj(src, dst)
     (folder / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
     return folder
+
+
+def model_folder(files: Path | None, manifest: Path, target: Path, filename: str = "model.safetensors") -> Path:
+    """`target`: a copy of the fixture's weightless model folder `files` (if any) plus the safetensors
+    file rebuilt from `manifest` (digest checked), saved as `save_pretrained` would (format metadata)."""
+    import torch  # noqa: F401  (safetensors.torch needs it)
+    from safetensors.torch import save_file
+
+    from paintbench.metrics.synthetic import build_state_dict
+
+    if files is not None:
+        shutil.copytree(require(files), target)
+    target.mkdir(parents=True, exist_ok=True)
+    with gzip.open(require(manifest), "rt") as f:
+        man = json.load(f)
+    state = build_state_dict(man["tensors"], man["seed"], expected_digest=man["state_digest"])
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target / filename), metadata={"format": "pt"})
+    return target

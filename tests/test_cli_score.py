@@ -277,7 +277,7 @@ def test_a_file_that_is_not_the_official_one_is_flagged(tmp_path, tiny_weights):
 
 
 NEW_METRICS = ["pickscore", "clipscore", "clipscore-torchmetrics", "hpsv3", "unipercept-iaa", "unipercept-iqa",
-               "unipercept-ista"]
+               "unipercept-ista", "deqa"]
 
 
 def test_the_paper_and_preference_metrics_score_end_to_end_on_tiny_weights(tmp_path, tiny_weights):

@@ -13,7 +13,7 @@ from PIL import Image
 from paintbench import metrics
 from paintbench.metrics.synthetic import write_tiny_weights
 
-METRICS = ["aesthetic", "imagereward", "hps-v2.1", "pickscore", "clipscore", "clipscore-torchmetrics", "hpsv3", "unipercept-iaa", "unipercept-iqa", "unipercept-ista", "geneval", "dpg"]
+METRICS = ["aesthetic", "imagereward", "hps-v2.1", "pickscore", "clipscore", "clipscore-torchmetrics", "hpsv3", "unipercept-iaa", "unipercept-iqa", "unipercept-ista", "deqa", "geneval", "dpg"]
 META = {"geneval": {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a cat"},
         "dpg": {"item_id": "x", "questions": [{"proposition_id": 1, "question": "is there a cat?", "dependency": "0",
                                                "tuple": "entity - whole (cat)"}]}}

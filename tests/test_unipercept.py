@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import shutil
 
 import pytest
 import torch
@@ -13,9 +11,9 @@ from PIL import Image
 
 from paintbench import metrics
 from paintbench.metrics.images import as_image_batch
-from paintbench.metrics.synthetic import build_state_dict, tensor_sha256
+from paintbench.metrics.synthetic import tensor_sha256
 from paintbench.metrics.unipercept import level_token, shared_model
-from tests.shared_data import SHARED, require
+from tests.shared_data import SHARED, model_folder, require
 
 FIXTURE = SHARED / "fixtures" / "unipercept"
 NAMES = {"iaa": "unipercept-iaa", "iqa": "unipercept-iqa", "ista": "unipercept-ista"}
@@ -28,15 +26,8 @@ def expected():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from safetensors.torch import save_file
-
-    with gzip.open(require(FIXTURE / "manifests" / "UniPercept.model.safetensors.manifest.json.gz"), "rt") as f:
-        man = json.load(f)
-    target = tmp_path_factory.mktemp("unipercept") / "UniPercept"
-    shutil.copytree(FIXTURE / "model" / "UniPercept", target)
-    state = build_state_dict(man["tensors"], man["seed"], expected_digest=man["state_digest"])
-    save_file({k: v.contiguous() for k, v in state.items()}, str(target / "model.safetensors"), metadata={"format": "pt"})
-    return target
+    return model_folder(FIXTURE / "model" / "UniPercept", FIXTURE / "manifests" / "UniPercept.model.safetensors.manifest.json.gz",
+                        tmp_path_factory.mktemp("unipercept") / "UniPercept")
 
 
 @pytest.fixture(scope="module")
