@@ -52,3 +52,24 @@ def test_a_run_scores_every_metric_and_the_table_follows_the_paper(tmp_path, tin
     assert [c.key.removeprefix("metric:") for c in metric_columns] == TABLE3
     assert [c.label.rsplit(" ", 1)[0] for c in metric_columns] == [
         "DeQA-Score", "ImageReward", "HPSv3", "UniPercept Aes.", "UniPercept Qual.", "UniPercept Struct."]
+
+
+def test_the_preference_metrics_run_in_a_users_suite(tmp_path, monkeypatch):
+    """PickScore and both CLIPScores as a user's suite (one YAML on --include-path) over the shapes prompts."""
+    from paintbench.harness.config import EvalConfig
+    from paintbench.harness.evaluate import run_eval
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    names = ["pickscore", "clipscore", "clipscore-torchmetrics"]
+    for m in names:
+        write_tiny_weights(m, tmp_path / "w")
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "prefs.yaml").write_text(
+        "name: prefs\nversion: 1\nprompts: {format: builtin, function: shapes, args: {seed: 0, n_per_tag: 2}}\n"
+        "images_per_prompt: 1\nimage_size: 128\n"
+        "metrics:\n" + "".join(f"  - {{name: {m}, aggregation: mean{', primary: true' if i == 0 else ''}}}\n"
+                               for i, m in enumerate(names)))
+    res = run_eval(EvalConfig(suite="prefs", include_path=[str(tmp_path / "suites")], generator="shapes-oracle",
+                              limit=4, out=str(tmp_path / "run"), weights_dir=str(tmp_path / "w"), device="cpu"))
+    assert set(res["metrics"]) == set(names)
+    assert all(res["metrics"][m]["n_samples"] == 4 and not res["metrics"][m]["n_errors"] for m in names)
