@@ -33,7 +33,7 @@ from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.heads import HEAD_LINEAR_INDICES, HEAD_WIDTHS, LinearMLPHead
 from paintbench.metrics.images import ImageBatch, as_image_batch
-from paintbench.metrics.preprocess import clip_pil_batch, clip_tensor
+from paintbench.metrics.preprocess import openai_clip_pixels
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -182,11 +182,7 @@ class AestheticProvider(Provider):
     # -- inference ---------------------------------------------------------------------------------
     def pixels(self, images: ImageBatch) -> torch.Tensor:
         """CLIP input pixels of a batch, on the device in the CLIP dtype."""
-        if images.is_tensor:
-            x = clip_tensor(images.float01(self.device, torch.float32), self.image_size)
-        else:
-            x = clip_pil_batch(images.pil, self.image_size)
-        return x.to(device=self.device, dtype=self.dtype)
+        return openai_clip_pixels(images, self.image_size, self.device, self.dtype)
 
     def image_features(self, images: ImageBatch) -> torch.Tensor:
         """Unnormalised CLIP image embeddings [B, D] of one batch, in float32 (call under no_grad)."""

@@ -42,7 +42,7 @@ from paintbench.metrics import backbones
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
-from paintbench.metrics.preprocess import clip_pil_batch, clip_tensor
+from paintbench.metrics.preprocess import openai_clip_pixels
 
 # What these metrics are and which files they read, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -107,11 +107,7 @@ class ClipScoreProvider(Provider):
         return tokenize([HESSEL_PREFIX + c for c in captions], context_length=CONTEXT)
 
     def pixels(self, images: ImageBatch) -> torch.Tensor:
-        if images.is_tensor:
-            x = clip_tensor(images.float01(self.device, torch.float32), self.image_size)
-        else:
-            x = clip_pil_batch(images.pil, self.image_size)
-        return x.to(device=self.device, dtype=self.dtype)
+        return openai_clip_pixels(images, self.image_size, self.device, self.dtype)
 
     def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         assert prompts is not None
@@ -158,12 +154,9 @@ class TorchmetricsClipScoreProvider(Provider):
         return ids, [int(n) <= CONTEXT for n in lengths]
 
     def pixels(self, images: ImageBatch) -> torch.Tensor:
-        if images.is_tensor:
-            x = clip_tensor(images.float01(self.device, torch.float32), self.image_size)
-        else:
-            rgb = [im.convert("RGB") for im in images.pil]
-            x = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
-        return x.to(device=self.device, dtype=self.dtype)
+        from paintbench.metrics.pickscore import processor_pixels
+
+        return processor_pixels(images, self.image_processor, self.image_size, self.device, self.dtype)
 
     def _score_batch(self, images: ImageBatch, prompts: Prompts, metadata: Metadata) -> Scores:
         from paintbench.metrics.pickscore import features

@@ -66,6 +66,17 @@ def pil_image_processor(folder: Path) -> Any:
     return cls.from_pretrained(str(folder), local_files_only=True)
 
 
+def processor_pixels(images: ImageBatch, processor: Any, size: int, device: torch.device,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """CLIP input pixels: PIL images `convert("RGB")` (alpha dropped, as the official transformers did) then
+    the PIL-backend `processor`; a tensor batch (RL rewards) by `clip_tensor` on its device."""
+    if images.is_tensor:
+        x = clip_tensor(images.float01(device, torch.float32), size)
+    else:
+        x = processor(images=[im.convert("RGB") for im in images.pil], return_tensors="pt")["pixel_values"]
+    return x.to(device=device, dtype=dtype)
+
+
 def features(output: Any) -> torch.Tensor:
     """`get_*_features` output as a tensor (transformers 5 wraps the projected embedding in
     `pooler_output`; 4.x returns it directly)."""
@@ -125,12 +136,7 @@ class PickScoreProvider(Provider):
 
     # -- inference ---------------------------------------------------------------------------------
     def pixels(self, images: ImageBatch) -> torch.Tensor:
-        if images.is_tensor:
-            x = clip_tensor(images.float01(self.device, torch.float32), self.image_size)
-        else:
-            rgb = [im.convert("RGB") for im in images.pil]
-            x = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
-        return x.to(device=self.device, dtype=self.dtype)
+        return processor_pixels(images, self.image_processor, self.image_size, self.device, self.dtype)
 
     def text_ids(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         enc = self.tokenizer(list(prompts), padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")

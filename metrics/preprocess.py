@@ -66,3 +66,14 @@ def clip_tensor(x01: torch.Tensor, size: int = 224) -> torch.Tensor:
         x01 = F.interpolate(x01, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
     x01 = x01.clamp(0.0, 1.0)  # PIL clamps its uint8 result; keep the device path in the same range
     return normalize(center_crop(x01, size))
+
+
+def openai_clip_pixels(images, size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """OpenAI CLIP input pixels of an `ImageBatch`: PIL images by the official PIL transform (`clip_pil`),
+    a tensor batch by `clip_tensor` on its device; returned on `device` in `dtype`."""
+    if images.is_tensor:
+        x = clip_tensor(images.float01(device, torch.float32), size)
+    else:
+        x = clip_pil_batch(images.pil, size)
+    return x.to(device=device, dtype=dtype)
+

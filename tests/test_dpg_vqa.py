@@ -555,18 +555,6 @@ def test_blip_vqa_backend_on_a_tiny_random_model(tmp_path):
     assert d["backend"] == "blip-vqa" and d["comparable_with_published_dpg"] is False
 
 
-def _bytes_alphabet() -> list[str]:
-    """GPT-2/Qwen byte-level BPE alphabet (one printable character per byte)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = keep[:], 0
-    for b in range(256):
-        if b not in keep:
-            keep.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
 def test_qwen_vl_backend_on_a_tiny_random_model(tmp_path):
     """A tiny random Qwen2-VL (byte-level tokenizer, chat template) saved as a local folder and
     loaded through the backend: replies are reduced per question, batching (left padding) changes
@@ -577,7 +565,9 @@ def test_qwen_vl_backend_on_a_tiny_random_model(tmp_path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(_bytes_alphabet())}, merges=[]))
+    from paintbench.metrics.tiny_tokenizers import byte_alphabet
+
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(byte_alphabet())}, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
