@@ -2,10 +2,11 @@
 two importance-ratio estimators.
 
 Part 1, methods (`--part methods`): for each seed, one supervised warm start (the shared starting
-policy), then each method (a preset of the same trainer: `htgrpo`, `grpo`, `maskgrpo`) trains for the
+policy), then each method (a preset of the same trainer: `htgrpo`, `d1grpo`, `maskgrpo`) trains for the
 same number of rounds with the same rollouts per round (B prompts × G images, T steps) and the same K
 optimizer steps per round — equal rollout and optimizer-step budgets. The final policy is scored on
-held-out prompts (the shapes suite's seed) with fixed sampling seeds: mean Flow-GRPO partial-credit
+held-out prompts (the held-out side of the shapes prompts' split; training uses the other side) with
+fixed sampling seeds: mean Flow-GRPO partial-credit
 reward and GenEval accuracy. Printed per method: mean ± std over seeds and the per-seed values, plus
 wall-clock per round (the estimators differ in cost, so equal rounds is not equal seconds).
 
@@ -47,7 +48,7 @@ from paintbench.trainer.generate import generate_images  # noqa: E402
 from paintbench.trainer.loop import Trainer  # noqa: E402
 from paintbench.trainer.rewards import RewardModel  # noqa: E402
 
-METHODS = ("htgrpo", "grpo", "maskgrpo")
+METHODS = ("htgrpo", "d1grpo", "maskgrpo")
 
 
 def base_config(args: argparse.Namespace, **extra: Any):
@@ -58,7 +59,7 @@ def base_config(args: argparse.Namespace, **extra: Any):
 
 
 def evaluate(policy, cfg, model: RewardModel, n_per_tag: int) -> tuple[float, float]:
-    records = make_prompts(0, n_per_tag) * 2
+    records = make_prompts(0, n_per_tag, split="heldout") * 2   # never in training (prompt_split "train")
     prompts = [r["prompt"] for r in records]
     images = generate_images(policy, prompts, list(range(len(prompts))), **cfg.sampler_options())
     res = model(images, prompts, records)

@@ -13,7 +13,7 @@ class EvalConfig:
 
     suite: str = field(default="", metadata={"help": "suite name or YAML path", "cli": False})
     name: str | None = field(default=None, metadata={"help": "display name of the model/run in reports (default: the run directory's name)"})
-    generator: str = field(default="", metadata={"help": "KIND[:ARG]: folder:DIR, diffusers:PATH, python:mod:fn, policy:CKPT, shapes-oracle, shapes-random"})
+    generator: str = field(default="", metadata={"help": "KIND[:ARG]: folder:DIR, diffusers:PATH, python:mod:fn, policy:CKPT, shapes-oracle, shapes-random, blocks-oracle"})
     out: str = field(default="", metadata={"help": "run directory (created, or resumed when it exists)"})
     generator_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "generator options (--gen-opt key=value)", "cli": False})
     metrics: list[str] | None = field(default=None, metadata={"help": "metrics to score instead of the suite's (repeatable --metrics)"})

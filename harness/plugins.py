@@ -21,4 +21,23 @@ SPECS = [
         display=(1.0, 3),
         hard_range=(None, 1.0),  # GenEval's reward: 1 - |n - k| / n per clause, never above 1
     ),
+    *(
+        ProviderSpec(
+            name=f"blocks-{term}",
+            target=f"paintbench.harness.blocks.provider:{cls}",
+            version=f"blocks-{term}/1",
+            higher_is_better=True,
+            nominal_range=(0.0, 1.0),
+            summary=summary,
+            weights=(),
+            needs_prompt=True,
+            display=(1.0, 3),
+            hard_range=(None, 1.0),
+        )
+        for term, cls, summary in (
+            ("geneval", "BlocksGenEvalProvider", "GenEval's rules on the synthetic blocks world (objects of 2x2 tokens; exact, no weights)"),
+            ("layout", "BlocksLayoutProvider", "blocks world layout term: GenEval partial credit on classes, counts, positions"),
+            ("detail", "BlocksDetailProvider", "blocks world detail term: objects whose fills agree with their anchor and colour"),
+        )
+    ),
 ]

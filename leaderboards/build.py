@@ -241,14 +241,18 @@ def remove_stale_temp(site: Path) -> list[Path]:
 
 
 def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] = (), out: str | Path = "site",
-               options: BuildOptions | None = None, *, log: Callable[[str], None] | None = None) -> BuildReport:
+               options: BuildOptions | None = None, *, log: Callable[[str], None] | None = None,
+               experiments: Sequence[str | Path] = ()) -> BuildReport:
     opts = options or BuildOptions()
     say = log or (lambda msg: None)
     out = Path(out)
     t0 = time.perf_counter()
     report = BuildReport(out=out)
-    if not run_dirs and not train_dirs:
-        raise UserError("nothing to build: give run directories and/or --train-log directories")
+    if not run_dirs and not train_dirs and not experiments:
+        raise UserError("nothing to build: give run directories, --train-log directories and/or --experiment files")
+    from paintbench.leaderboards.experiment import experiment_context, load_experiment
+
+    exps = [load_experiment(p) for p in experiments]
     run_paths, skipped = expand_run_dirs(list(run_dirs)) if run_dirs else ([], [])
     report.problems += skipped
     runs = [load_run(p) for p in run_paths]
@@ -301,7 +305,8 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
         if len(group) >= 2 and tables.shared_prompts(group):
             compare_pages[suite] = f"compare-{slugify(suite)}-{hashlib.sha256(suite.encode()).hexdigest()[:6]}.html"
     nav = {"runs": [(r.name, f"{r.slug}.html") for r in runs], "logs": [(lg.name, f"{lg.slug}.html") for lg in logs],
-           "compares": list(compare_pages.items())}
+           "compares": list(compare_pages.items()),
+           "experiments": [(e.name, f"{e.slug}.html") for e in exps]}
     cards = CardCache(published)
     pages: list[Page] = []
 
@@ -335,6 +340,11 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
         pages.append(Page(f"{lg.slug}.html", "train.html.j2", ctx, tables=ctx.pop("all_tables"),
                           key=[_log_stamp(lg), lg.name,
                                _published_digest(published, [x.sha256 for v in lg.samples.values() for x in v])]))
+    for e in exps:
+        ctx = experiment_context(e)
+        st = e.path.stat()
+        pages.append(Page(f"{e.slug}.html", "experiment.html.j2", ctx, tables=[w["table"] for w in ctx["worlds"]],
+                          key=[str(e.path.resolve()), f"{st.st_size}:{st.st_mtime_ns}"]))
     _unique_ids([tb for pg in pages for tb in pg.tables])
     report.timings["tables"] = time.perf_counter() - t
 

@@ -75,9 +75,15 @@ def _thin(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> lis
 
 
 def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, title: str, x_label: str = "step",
-               y_label: str = "", width: int = 560, height: int = 240, legend: bool | None = None) -> Markup:
+               y_label: str = "", width: int = 560, height: int = 240, legend: bool | None = None,
+               bands: Sequence[Sequence[tuple[float, float, float]]] | None = None) -> Markup:
     """One line per (label, [(x, y), ...]); non-finite points are dropped. The legend shows when there is
-    more than one line, or when asked (a grouped chart whose one line the title does not name)."""
+    more than one line, or when asked (a grouped chart whose one line the title does not name).
+    `bands` (one list per series, [(x, low, high), ...]) shades a band around each line (e.g. ± 1 SD
+    over seeds) in the line's colour."""
+    band_of = {str(label): [(x, lo, hi) for x, lo, hi in (bands[i] if bands else [])
+                            if is_number(x) and is_number(lo) and is_number(hi)]
+               for i, (label, _) in enumerate(series)}
     clean = [(str(label), _thin([(x, y) for x, y in pts if is_number(x) and is_number(y)])) for label, pts in series]
     clean = [(label, pts) for label, pts in clean if pts]
     left, right, top, bottom = 56, 12, 26, 34
@@ -92,7 +98,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
         out.append(f'<text x="{left}" y="{top + ph / 2:.0f}" fill="#666">no data</text></svg>')
         return Markup("".join(out))
     xs = [x for _, pts in clean for x, _ in pts]
-    ys = [y for _, pts in clean for _, y in pts]
+    ys = [y for _, pts in clean for _, y in pts] + [v for b in band_of.values() for _, lo, hi in b for v in (lo, hi)]
     x0, x1 = min(xs), max(xs)
     if x0 == x1:
         x0, x1 = x0 - 1, x1 + 1
@@ -122,6 +128,11 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
     for i, (label, pts) in enumerate(clean):
         colour = PALETTE[i % len(PALETTE)]
         out.append(f'<g class="series" data-label="{escape(label)}"><title>{escape(label)}</title>')
+        band = band_of.get(label) or []
+        if len(band) > 1:
+            ring = [(px(x), py(hi)) for x, _, hi in band] + [(px(x), py(lo)) for x, lo, _ in reversed(band)]
+            out.append(f'<polygon class="band" fill="{colour}" fill-opacity="0.15" stroke="none" '
+                       f'points="{" ".join(f"{_f(a)},{_f(b)}" for a, b in ring)}"/>')
         if len(pts) == 1:
             out.append(f'<circle cx="{_f(px(pts[0][0]))}" cy="{_f(py(pts[0][1]))}" r="3" fill="{colour}"/>')
         else:

@@ -499,3 +499,5 @@ def test_the_mmdet_backend_labels_mmdet3_results_as_not_genevals_numbers():
     assert mmdet_pipeline("2.18.0") == {"pipeline": "mmdet 2.x test pipeline (GenEval's)", "geneval_numbers": True}
     label = mmdet_pipeline("3.3.0")
     assert label["geneval_numbers"] is False and "not GenEval's numbers" in label["pipeline"]
+    ours = mmdet_pipeline("3.3.0", "geneval")        # the backend's default: GenEval's 2.x pipeline on 3.x
+    assert ours["geneval_numbers"] is True and "grey-128 pad" in ours["pipeline"]

@@ -825,3 +825,52 @@ def test_limit_samples_across_categories_seeded():
     assert first == stratified_sample(items, 12, seed=0)  # deterministic
     assert first != stratified_sample(items, 12, seed=1)
     assert [items.index(it) for it in first] == sorted(items.index(it) for it in first)  # suite order
+
+
+def test_line_chart_bands_enclose_their_line():
+    svg = plots.line_chart([("a", [(0, 0.5), (10, 0.6)])], title="t", width=400, height=200,
+                           bands=[[(0, 0.4, 0.6), (10, 0.5, 0.7)]])
+    root = ET.fromstring(str(svg))
+    ns = "{http://www.w3.org/2000/svg}"
+    band = root.find(f".//{ns}polygon")
+    ys = [float(p.split(",")[1]) for p in band.get("points").split()]
+    line_ys = [float(p.split(",")[1]) for p in root.find(f".//{ns}polyline").get("points").split()]
+    assert len(ys) == 4 and min(ys) < min(line_ys) and max(ys) > max(line_ys)   # the band is wider than the line
+
+
+def _experiment_summary():
+    def entry(base, sd, delta=None):
+        e = {o: {"mean": base, "sd": sd, "per_seed": [base - sd, base + sd]} for o in ("total", "layout", "detail", "geneval")}
+        e["curve"] = {o: [[0, 0.1, 0.01], [10, base, sd]] for o in ("total", "layout", "detail", "geneval")}
+        e["cpu_seconds"] = 12.0
+        e["start"] = {o: 0.1 for o in ("total", "layout", "detail", "geneval")}
+        if delta is not None:
+            e["total"]["vs_htgrpo"] = {"difference": delta, "low": delta - 0.05, "high": delta + 0.05, "p_value": 0.04}
+        return e
+
+    return {"protocol": "two seeds", "cpu_seconds_total": 600.0, "worlds": {
+        "blocks": {"seeds": [0, 1], "methods": {"HT-GRPO": entry(0.5, 0.02), HOSTILE[0]: entry(0.4, 0.03, -0.1)},
+                   "premise_round1": {"premise/layout_share_in_structure": 0.8, "premise/layout_share_of_tokens": 0.25,
+                                      "premise/layout_commit_step": 2.0, "premise/detail_commit_step": 5.0}}}}
+
+
+def test_experiment_page_has_the_table_the_curves_and_escapes_names(tmp_path):
+    f = tmp_path / "hierarchy.json"
+    f.write_text(json.dumps(_experiment_summary()))
+    build_site([], [], tmp_path / "site", experiments=[f])
+    page = (tmp_path / "site" / "experiment-hierarchy.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count('class="band"') == 8                                  # 2 methods × 4 charts
+    assert "-0.100" in page                                                 # the paired difference
+    assert "layout share of the structure set 0.80" in page and "10.0 CPU minutes" in page
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert 'href="experiment-hierarchy.html"' in index
+    exported = json.loads((tmp_path / "site" / "exports" / "experiment-hierarchy-blocks.json").read_text())
+    assert exported
+
+
+def test_a_file_that_is_not_an_experiment_is_refused_by_name(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"worlds": {}}')
+    with pytest.raises(Exception, match=r"x\.json: not an experiment summary"):
+        build_site([], [], tmp_path / "site", experiments=[bad])

@@ -59,7 +59,13 @@ def log_prob(logits, codes):
     return logits.gather(-1, codes[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def reference_gradients(trainer, policy0, batch, lp_fn, snapshots):
+def token_mean_objective(lp, old, lref, a, sel, cfg):
+    r = torch.exp(lp - old)
+    obj = torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * a) - cfg.beta * k3_kl(lp, lref)
+    return -(obj * sel).sum() / sel.sum()
+
+
+def reference_gradients(trainer, policy0, batch, lp_fn, snapshots, objective=token_mean_objective):
     """For each inner iteration k, the gradient of an independently written GRPO loss at the trainer's
     parameters before its k-th step: A = (R - mean)/(std + 1e-5) per group, uniform credit, clipped ratio
     + beta·k3 KL to the initial policy, token mean, then the same global-norm clip.
@@ -78,21 +84,17 @@ def reference_gradients(trainer, policy0, batch, lp_fn, snapshots):
             for p, v in zip(pol.trainable_parameters(), before, strict=True):
                 p.copy_(v)
         lp, _ = lp_fn(pol, k)
-        r = torch.exp(lp - old)
-        a = adv[:, None].expand_as(lp)
-        obj = torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * a) - cfg.beta * k3_kl(lp, lref)
-        loss = -(obj * sel).sum() / sel.sum()
-        loss.backward()
+        objective(lp, old, lref, adv[:, None].expand_as(lp), sel, cfg).backward()
         torch.nn.utils.clip_grad_norm_(pol.trainable_parameters(), cfg.max_grad_norm)
         out.append([p.grad for p in pol.trainable_parameters()])
     return out
 
 
-def assert_same_gradients(trainer, policy0, batch, lp_fn, snapshots):
+def assert_same_gradients(trainer, policy0, batch, lp_fn, snapshots, objective=token_mean_objective):
     """Every inner iteration's gradient equals the reference formula's to float summation order (the
     trainer sums a prompt's G rows in a different order), and the run took K steps."""
     assert len(snapshots) == trainer.cfg.inner_iters
-    expected = reference_gradients(trainer, policy0, batch, lp_fn, snapshots)
+    expected = reference_gradients(trainer, policy0, batch, lp_fn, snapshots, objective)
     for (_, got), want in zip(snapshots, expected, strict=True):
         scale = max(float(g.abs().max()) for g in want)
         assert scale > 0
@@ -151,6 +153,101 @@ def test_maskgrpo_preset_is_per_rollout_random_remasking(tmp_path):
         return log_prob(pol.image_logits(prompts, canvas), codes), remask.float()
 
     assert_same_gradients(tr, policy0, batch, lp_fn, snaps)
+
+
+def sequence_mean_objective(lp, old, lref, a, sel, cfg):
+    """dLLM-RL's loss: per-token clipped terms averaged per rollout, then over rollouts."""
+    r = torch.exp(lp - old)
+    obj = torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * a) - cfg.beta * k3_kl(lp, lref)
+    per_seq = (obj * sel).sum(1) / sel.sum(1)
+    return -per_seq.sum() / (sel.sum(1) > 0).sum()
+
+
+def sequence_ratio_objective(lp, old, lref, a, sel, cfg):
+    """UniGRPO (MMaDA paper): log π'(o) = mean of the masked tokens' log-probs, one ratio per rollout."""
+    n = sel.sum(1)
+    r = torch.exp((lp * sel).sum(1) / n - (old * sel).sum(1) / n)
+    adv = a[:, 0]
+    obj = torch.minimum(r * adv, torch.clamp(r, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
+    obj = obj - cfg.beta * (k3_kl(lp, lref) * sel).sum(1) / n
+    return -obj.sum() / (n > 0).sum()
+
+
+def test_tracegrpo_preset_reads_each_token_from_the_canvas_it_was_committed_on(tmp_path):
+    tr, policy0, batch, snaps = one_round(small(preset="tracegrpo"), tmp_path)
+    cfg = tr.cfg
+    assert (cfg.context, cfg.credit, cfg.loss_norm, cfg.n_global) == ("trace", "uniform", "sequence", cfg.inner_iters)
+    roll = batch.roll
+    codes, steps = roll.codes, roll.commit_step
+    prompts = batch.estimator.prompts.select(batch.estimator.row_prompt)
+
+    def lp_fn(pol, k):
+        # TraceRL: a token committed at step s is predicted from the canvas holding exactly the tokens
+        # committed before s; written per rollout and per step
+        out = torch.zeros(codes.shape)
+        for r in range(len(codes)):
+            for s in steps[r].unique().tolist():
+                canvas = torch.where(steps[r] < s, codes[r], torch.full_like(codes[r], MASK))[None]
+                lp = log_prob(pol.image_logits(prompts.select([r]), canvas), codes[r][None])[0]
+                out[r] = torch.where(steps[r] == s, lp, out[r])
+        return out, torch.ones_like(codes, dtype=torch.float32)
+
+    assert_same_gradients(tr, policy0, batch, lp_fn, snaps, sequence_mean_objective)
+    assert len(batch.plan[0]["views"]) == len(steps.unique())     # one view per commit step
+
+
+def test_unigrpo_preset_is_a_random_mask_ratio_per_rollout_with_one_ratio_per_rollout(tmp_path):
+    tr, policy0, batch, snaps = one_round(small(preset="unigrpo"), tmp_path)
+    cfg = tr.cfg
+    codes, rows = batch.estimator.codes, len(batch.estimator.codes)
+    prompts = batch.estimator.prompts.select(batch.estimator.row_prompt)
+
+    def lp_fn(pol, k):
+        # per rollout a mask ratio p ~ U[0, 1] (uniforms u, then p, from the iteration's seed); a token is
+        # masked iff u < p (an empty mask takes the lowest u); the rest of the image stays visible
+        g = torch.Generator().manual_seed(hash_seed(cfg.seed, "subset", 1, k))
+        u = torch.rand(rows, codes.shape[1], generator=g)
+        p = torch.rand(rows, generator=g)
+        masked = u < p[:, None]
+        for r in range(rows):
+            if not masked[r].any():
+                masked[r, u[r].argmin()] = True
+        canvas = torch.where(masked, torch.full_like(codes, MASK), codes)
+        return log_prob(pol.image_logits(prompts, canvas), codes), masked.float()
+
+    assert_same_gradients(tr, policy0, batch, lp_fn, snaps, sequence_ratio_objective)
+
+
+def test_presets_are_bundles_of_registered_strategies_and_old_names_still_load():
+    from paintbench.trainer.config import PRESETS
+    from paintbench.trainer.strategies import CONTEXTS, CREDITS, SCHEDULES
+
+    for name in PRESETS:
+        cfg = load_config("shapes-tiny", {"preset": name})
+        assert cfg.context in CONTEXTS and cfg.credit in CREDITS and cfg.stage_schedule in SCHEDULES
+    assert load_config("shapes-tiny", {"preset": "grpo"}).context == load_config("shapes-tiny", {"preset": "d1grpo"}).context
+    assert load_config("shapes-tiny", {"preset": "maskgrpo-emerge"}).sampler == "emerge"
+    with pytest.raises(UserError, match="ratio_level=sequence"):
+        load_config("shapes-tiny", {"ratio_level": "sequence"})
+
+
+def test_progressive_schedule_trains_structure_first_then_refinement(tmp_path):
+    cfg = small(stage_schedule="progressive", steps=4, inner_iters=4, n_global=1, n_struct=2)
+    assert [cfg.stages(r) for r in (1, 2, 3, 4)] == [["global", "struct", "struct", "struct"]] * 2 + \
+        [["global", "refine", "refine", "refine"]] * 2
+    assert small(stage_schedule="progressive", steps=4, stage_switch_round=3).stages(3)[-1] == "struct"
+    assert small(steps=4, n_global=1, n_struct=1).stages(4) == ["global", "struct", "refine"]  # every_round
+    tr = Trainer(cfg, tmp_path)
+    tr.setup()
+    stages = []
+    for r in (1, 2, 3):
+        batch = tr.collect(r)
+        tr.credit(batch)
+        tr.plan(batch)
+        stages.append([item["stage"] for item in batch.plan])
+        refine = [item["subset"] for item in batch.plan if item["stage"] == "refine"]
+        assert all(not (s & batch.struct).any() for s in refine)    # refinement never touches structure tokens
+    assert stages == [cfg.stages(r) for r in (1, 2, 3)]
 
 
 def test_full_mask_runs_one_forward_per_prompt_and_reference_stays_frozen(tmp_path):

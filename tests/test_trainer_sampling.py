@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from paintbench.trainer import policies
-from paintbench.trainer.estimator import EstimatorBatch, canvas_for, gather_logps, token_logps, unique_prompts
+from paintbench.trainer.estimator import EstimatorBatch, gather_logps, token_logps, unique_prompts
 from paintbench.trainer.generate import generate_images
 from paintbench.trainer.policies.tiny import TinyPolicy
 from paintbench.trainer.policy import MASK
 from paintbench.trainer.sampling import (
+    Rollout,
     SamplerOptions,
     committed_by,
     compound_temperatures,
@@ -21,6 +22,7 @@ from paintbench.trainer.sampling import (
     make_generators,
     rollout,
 )
+from paintbench.trainer.strategies import CONTEXTS, ContextInput
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a star left of a cross"]
 
@@ -128,11 +130,18 @@ def test_reveal_unsampled_masks_exactly_the_subset_and_sketch_visible_reveals_st
     codes = torch.randint(0, 61, (2, 64), generator=torch.Generator().manual_seed(0))
     subset = torch.rand(2, 64, generator=torch.Generator().manual_seed(1)) < 0.3
     struct = torch.rand(2, 64, generator=torch.Generator().manual_seed(2)) < 0.3
-    c = canvas_for("reveal_unsampled", codes, subset, struct, "global")
+    roll = Rollout(codes, torch.zeros_like(codes), torch.zeros(2, 64), 8)
+
+    def canvas_for(context, stage):
+        (view,) = CONTEXTS[context](ContextInput(roll, subset, struct, stage, None))
+        assert view.positions is None
+        return view.canvas
+
+    c = canvas_for("reveal_unsampled", "global")
     assert torch.equal(c == MASK, subset) and torch.equal(c[~subset], codes[~subset])
-    assert canvas_for("full_mask", codes, subset, struct, "refine") is None
-    assert canvas_for("sketch_visible", codes, subset, struct, "struct") is None
-    s = canvas_for("sketch_visible", codes, subset, struct, "refine")
+    assert canvas_for("full_mask", "refine") is None
+    assert canvas_for("sketch_visible", "struct") is None
+    s = canvas_for("sketch_visible", "refine")
     assert torch.equal(s == MASK, ~struct) and torch.equal(s[struct], codes[struct])
     batch = EstimatorBatch(policy.encode_prompts(PROMPTS[:2]), torch.tensor([0, 1]), codes)
     lp = token_logps(policy, batch, c)

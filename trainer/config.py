@@ -7,12 +7,19 @@ The same dataclass is the YAML schema (`trainer/configs/*.yaml`), the `key=value
 Every ambiguous choice of the paper is a switch here with htgrpo.md's default, and the baselines are
 *presets* of the same trainer (`preset`), applied above the YAML file and below the overrides:
 
+A preset is a bundle of registered strategies (`trainer.strategies`: estimator context, credit map,
+stage schedule) plus the keys they need:
+
 - `htgrpo` (default): Sketch-Then-Paint stages, P1 partition, hierarchical credit, full-mask estimator.
-- `grpo`: uniform-credit GRPO on image tokens, d1/UniGRPO style: every iteration global, all tokens in
-  every loss (rho_min = 1), weights all 1, same full-mask estimator.
-- `maskgrpo`: MaskGRPO-style per-rollout random re-masking: every iteration global, uniform credit, the
-  re-masked set at MaskGRPO's rising rate is both the loss set and the only masked input
-  (`subset=maskgrpo`, `context=reveal_unsampled`).
+- `d1grpo` (alias `grpo`, its earlier name): uniform-credit GRPO with d1's one-step mean-field estimator
+  on image tokens (the prompt intact, where d1 masks 15 % of it): every iteration global, all tokens
+  in every loss (rho_min = 1), weights all 1.
+- `unigrpo`: UniGRPO (MMaDA): a random mask ratio per rollout, the rest of the image visible, one
+  importance ratio per rollout from its mean masked-token log-prob (`ratio_level=sequence`).
+- `maskgrpo` / `maskgrpo-emerge`: MaskGRPO's per-rollout re-masking at its rising rate (the re-masked
+  set is both the loss set and the only masked input); `-emerge` also rolls out with its sampler.
+- `tracegrpo`: TraceGRPO (TraceRL on images): each token's log-prob from the canvas of tokens committed
+  before its own commit step (`context=trace`).
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ def _f(default: Any, help_text: str) -> Any:
 @dataclass
 class HTGRPOConfig:
     # -- run ---------------------------------------------------------------------------------------
-    preset: str = _f("htgrpo", "method preset (fixes its keys over the file; key=value overrides win): htgrpo | grpo | maskgrpo")
+    preset: str = _f("htgrpo", "method preset, a bundle of strategies (see PRESETS): htgrpo | d1grpo (alias grpo) | "
+                               "unigrpo | maskgrpo | maskgrpo-emerge | tracegrpo")
     seed: int = _f(0, "run seed: rollouts, subsets, warm start and prompt order all derive from it")
     steps: int = _f(60, "training rounds (each = rollouts + rewards + K inner optimizer steps)")
     device: str = _f("cpu", "torch device (cuda picks cuda:LOCAL_RANK under torchrun)")
@@ -57,6 +65,9 @@ class HTGRPOConfig:
         metadata={"help": "LoRA target module names (MaskGRPO: q,k,v,o,gate,up,down)"})
     gradient_checkpointing: bool = _f(False, "gradient checkpointing in the training forward (real backbones)")
 
+    world: str = _f("shapes", "synthetic world of the tiny policy: shapes | blocks (layout decided first) | "
+                              "blocks-control (details first); sets its decoder, warm-start oracle and premise logs")
+
     # -- supervised warm start (tiny policy only) ----------------------------------------------------
     warmstart_steps: int = _f(0, "masked-token steps on oracle layouts before RL (0 = none); the result "
                                  "is the reference policy and the 'starting policy' of the run")
@@ -68,6 +79,8 @@ class HTGRPOConfig:
     prompts: str = _f("shapes", "training prompts: 'shapes' (the shapes world's generator) or a JSONL "
                                 "file of GenEval-format records / {'prompt': ...} lines, or a .txt file")
     prompt_seed: int = _f(1, "seed of the shapes prompt generator (the shapes eval suite uses 0)")
+    prompt_split: str = _f("train", "which side of the shapes prompts' held-out split to train on: train | "
+                                    "heldout | all (evaluation suites *-heldout use the other side)")
     prompts_per_tag: int = _f(200, "shapes prompts per GenEval tag (smaller tags are used whole)")
     prompts_per_step: int = _f(8, "B: prompts per round (global, across all processes)")
     group_size: int = _f(8, "G: images per prompt (MaskGRPO: 9)")
@@ -103,15 +116,22 @@ class HTGRPOConfig:
     credit_form: str = _f("indicator", "indicator | graded_step (1 + λ_s·(1 − s/(T−1))^power)")
     credit_power: float = _f(1.0, "exponent of the graded_step form")
     credit_negative: str = _f("weighted", "weighted (same weights for A<0) | uniform (weight 1 when A<0)")
+    credit: str = _f("hierarchical", "credit map (trainer.strategies.CREDITS): hierarchical | uniform (all weights 1)")
 
     # -- inner loop: Sketch-Then-Paint schedule, estimator, loss ---------------------------------------
     inner_iters: int = _f(6, "K: optimizer steps per round (μ)")
     n_global: int = _f(2, "inner iterations of the global stage (all tokens)")
     n_struct: int = _f(2, "inner iterations of the structure stage; the rest are refinement")
+    stage_schedule: str = _f("every_round", "stage schedule (trainer.strategies.SCHEDULES): every_round | progressive "
+                                            "(structure only until stage_switch_round, then refinement only)")
+    stage_switch_round: int = _f(0, "progressive schedule: last round of the structure phase (0 = half of steps)")
     subset: str = _f("random", "token subsets: random (ρ~U[rho_min,1]) | maskgrpo (MaskGRPO's rising rate)")
     rho_min: float = _f(0.5, "lower bound of the per-rollout subset fraction (1 = every candidate)")
     remask_min_rate: float = _f(0.6, "m0 of MaskGRPO's re-masking rate min(m0 + (1−m0)k/K, 0.999)")
-    context: str = _f("full_mask", "estimator context: full_mask | reveal_unsampled | sketch_visible")
+    context: str = _f("full_mask", "estimator context (trainer.strategies.CONTEXTS): full_mask | reveal_unsampled | "
+                                   "sketch_visible | trace (TraceGRPO)")
+    trace_shrink: int = _f(1, "trace context: consecutive commit steps merged into one view (dLLM-RL's shrink)")
+    ratio_level: str = _f("token", "importance ratio per token | per sequence (UniGRPO: mean selected log-prob)")
     estimator_cfg: float = _f(0.0, "CFG scale inside the estimator (0: none, as MaskGRPO's default)")
     clip_eps: float = _f(0.2, "PPO clip ε")
     beta: float = _f(0.01, "k3 KL weight to the reference policy (0 skips the reference)")
@@ -133,7 +153,7 @@ class HTGRPOConfig:
     save_every: int = _f(20, "checkpoint every N rounds (and at the end; 0 = only at the end)")
     keep_checkpoints: int = _f(2, "checkpoints kept (oldest deleted; 0 = keep all)")
     eval_every: int = _f(0, "evaluate on `eval_suite` every N rounds (0 = never)")
-    eval_suite: str = _f("shapes", "harness suite for periodic evaluation")
+    eval_suite: str = _f("shapes-heldout", "harness suite for periodic evaluation (default: held-out prompts)")
     eval_images_per_prompt: int = _f(1, "images per prompt in periodic evaluation")
     eval_max_prompts: int = _f(0, "cap on evaluation prompts (0 = the whole suite)")
     tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
@@ -141,6 +161,10 @@ class HTGRPOConfig:
     def __post_init__(self) -> None:
         _check_choice("preset", self.preset, PRESETS)
         _check_choice("policy", self.policy, ("tiny", "mmada", "lumina-dimoo"))
+        from paintbench.harness.worlds import WORLDS
+
+        _check_choice("world", self.world, WORLDS)
+        _check_choice("prompt_split", self.prompt_split, ("train", "heldout", "all"))
         _check_choice("temperature_mode", self.temperature_mode, ("compound", "constant"))
         _check_choice("sampler", self.sampler, ("maskgit", "emerge"))
         _check_choice("reward_aggregation", self.reward_aggregation, ("sum_then_normalize", "normalize_then_sum"))
@@ -149,7 +173,16 @@ class HTGRPOConfig:
         _check_choice("credit_form", self.credit_form, ("indicator", "graded_step"))
         _check_choice("credit_negative", self.credit_negative, ("weighted", "uniform"))
         _check_choice("subset", self.subset, ("random", "maskgrpo"))
-        _check_choice("context", self.context, ("full_mask", "reveal_unsampled", "sketch_visible"))
+        from paintbench.trainer.strategies import CONTEXTS, CREDITS, SCHEDULES
+
+        _check_choice("context", self.context, CONTEXTS)
+        _check_choice("credit", self.credit, CREDITS)
+        _check_choice("stage_schedule", self.stage_schedule, SCHEDULES)
+        _check_choice("ratio_level", self.ratio_level, ("token", "sequence"))
+        if self.ratio_level == "sequence" and self.loss_norm != "sequence":
+            raise UserError("ratio_level=sequence (one ratio per rollout) needs loss_norm=sequence")
+        if self.trace_shrink < 1:
+            raise UserError(f"trace_shrink must be >= 1, got {self.trace_shrink}")
         _check_choice("loss_norm", self.loss_norm, ("token", "sequence"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant_with_warmup", "cosine"))
         if self.group_size < 1 or self.prompts_per_step < 1 or self.inner_iters < 1 or self.rollout_steps < 1:
@@ -188,19 +221,30 @@ class HTGRPOConfig:
         return {"steps": self.rollout_steps, "cfg_scale": self.cfg_scale, "temperature": self.temperature,
                 "temperature_mode": self.temperature_mode, "sampler": self.sampler}
 
-    def stages(self) -> list[str]:
-        from paintbench.trainer.schedule import stage_of
+    def stages(self, round_: int = 1) -> list[str]:
+        """The stage of each inner iteration of round `round_`, by the stage schedule."""
+        from paintbench.trainer.strategies import SCHEDULES
 
-        return [stage_of(k, self.n_global, self.n_struct, self.inner_iters) for k in range(1, self.inner_iters + 1)]
+        return SCHEDULES[self.stage_schedule](self, round_)
 
 
+_UNIFORM_GLOBAL = {"n_struct": 0, "credit": "uniform", "lambda_s": 0.0, "lambda_h": 0.0, "stage_schedule": "every_round"}
 PRESETS: dict[str, dict[str, Any]] = {
     "htgrpo": {},
-    "grpo": {"n_struct": 0, "lambda_s": 0.0, "lambda_h": 0.0, "subset": "random", "rho_min": 1.0,
-             "context": "full_mask"},
-    "maskgrpo": {"n_struct": 0, "lambda_s": 0.0, "lambda_h": 0.0, "subset": "maskgrpo",
-                 "context": "reveal_unsampled"},
+    # d1/diffu-GRPO's one-step mean-field estimator on image tokens, prompt intact (d1 masks 15 % of it)
+    "d1grpo": {**_UNIFORM_GLOBAL, "subset": "random", "rho_min": 1.0, "context": "full_mask"},
+    # UniGRPO (MMaDA paper): per rollout a mask ratio p ~ U[rho_min, 1], the rest of the image visible,
+    # one ratio per rollout from its mean masked-token log-prob
+    "unigrpo": {**_UNIFORM_GLOBAL, "subset": "random", "rho_min": 0.0, "context": "reveal_unsampled",
+                "loss_norm": "sequence", "ratio_level": "sequence"},
+    # MaskGRPO's "uni" re-masking at its rising rate (rollouts with the run's sampler) ...
+    "maskgrpo": {**_UNIFORM_GLOBAL, "subset": "maskgrpo", "context": "reveal_unsampled"},
+    # ... and with MaskGRPO's own emerge sampler for the rollouts
+    "maskgrpo-emerge": {**_UNIFORM_GLOBAL, "subset": "maskgrpo", "context": "reveal_unsampled", "sampler": "emerge"},
+    # TraceGRPO (TraceRL on images): each token's ratio from the canvas it was committed on
+    "tracegrpo": {**_UNIFORM_GLOBAL, "subset": "random", "rho_min": 1.0, "context": "trace", "loss_norm": "sequence"},
 }
+PRESETS["grpo"] = PRESETS["d1grpo"]  # the name this preset had before; kept so old configs still load
 """Overrides each preset applies (n_global is set to inner_iters for the baselines: every iteration
 global)."""
 

@@ -20,12 +20,13 @@ import torch
 from paintbench.errors import UserError
 
 
-def load_records(source: str, *, seed: int = 1, per_tag: int = 200) -> list[dict[str, Any]]:
-    """Records from 'shapes' (the shapes world's generator), a JSONL file or a plain .txt file."""
+def load_records(source: str, *, seed: int = 1, per_tag: int = 200, split: str = "train") -> list[dict[str, Any]]:
+    """Records from 'shapes' (the shapes world's generator, one side of its held-out split: `split` is
+    "train", "heldout" or "all"), a JSONL file or a plain .txt file."""
     if source == "shapes":
         from paintbench.harness.shapes.prompts import make_prompts
 
-        return [dict(r) for r in make_prompts(seed, per_tag)]
+        return [dict(r) for r in make_prompts(seed, per_tag, split=None if split == "all" else split)]
     path = Path(source).expanduser()
     if not path.is_file():
         raise UserError(f"prompts: {source!r} is neither 'shapes' nor a file")

@@ -9,13 +9,9 @@ The input depends only on the prompt, so one forward per *prompt* serves all G r
 (gathered at G different targets) and all K inner iterations; old and reference log-probs are computed
 once per round. That is the estimator's whole speed advantage (benchmarks/bench_trainer.py measures it).
 
-Contexts (`context`), every one a canvas per rollout and inner iteration:
-- "full_mask" (default): every image token masked (the shared input above);
-- "reveal_unsampled" (MaskGRPO): only the iteration's subset S_k is masked, every other token of the
-  rollout is visible. With MaskGRPO's re-masking rate (`subset="maskgrpo"`) this *is* MaskGRPO's "uni"
-  estimator, the per-rollout random re-masking baseline;
-- "sketch_visible": in refine-stage iterations the structure tokens are revealed and the rest masked
-  (the context the rollout actually had when it painted); global and struct stages use the full mask.
+The contexts themselves (full mask, reveal-unsampled, sketch-visible, TraceGRPO's trajectory views) are
+registered strategies (`trainer.strategies.CONTEXTS`); each gives a list of views, and `view_logps` reads
+every position from the view that owns it.
 
 The estimator never applies CFG unless asked (`cfg_scale`), and then old, reference and new log-probs
 all use it identically (htgrpo.md pitfall).
@@ -25,28 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from paintbench.trainer.policy import MASK, MaskedImagePolicy, PromptBatch
-
-Context = Literal["full_mask", "reveal_unsampled", "sketch_visible"]
-CONTEXTS: tuple[str, ...] = ("full_mask", "reveal_unsampled", "sketch_visible")
-
-
-def canvas_for(context: Context, codes: torch.Tensor, subset: torch.Tensor, struct: torch.Tensor,
-               stage: str) -> torch.Tensor | None:
-    """The canvas [B, N] an iteration reads, or None for the shared fully masked canvas."""
-    if context == "full_mask":
-        return None
-    if context == "reveal_unsampled":
-        return torch.where(subset, torch.full_like(codes, MASK), codes)
-    if context == "sketch_visible":
-        if stage != "refine":
-            return None
-        return torch.where(struct, codes, torch.full_like(codes, MASK))
-    raise ValueError(f"context must be one of {CONTEXTS}, got {context!r}")
+from paintbench.trainer.strategies import View
 
 
 def unique_prompts(group_of_row: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,15 +87,14 @@ def token_logps(policy: MaskedImagePolicy, batch: EstimatorBatch, canvas: torch.
     return gather_logps(logits, batch.codes)
 
 
-def forward_count(context: Context, num_rows: int, num_prompts: int, num_iters: int,
-                  stages: Sequence[str] | None = None, *, with_ref: bool = True) -> int:
-    """Sequences the estimator pushes through the model in one round (new + old + ref), for logs and
-    benchmarks: full_mask costs (K + 1 + ref) · prompts; reveal_unsampled (K + K + ref·K) · rows."""
-    passes_per_canvas = 2 + int(with_ref)      # new (with grad), old, ref
-    if context == "full_mask":
-        return (num_iters + 1 + int(with_ref)) * num_prompts
-    if context == "reveal_unsampled":
-        return passes_per_canvas * num_iters * num_rows
-    stages = list(stages or [])
-    refine = sum(1 for s in stages if s == "refine")
-    return (num_iters - refine + 1 + int(with_ref)) * num_prompts + passes_per_canvas * refine * num_rows
+def view_logps(policy: MaskedImagePolicy, batch: EstimatorBatch, views: Sequence[View], *,
+               cfg_scale: float = 0.0) -> torch.Tensor:
+    """log p(codes) [R, N], each position read from the view whose `positions` hold it (a view with
+    positions None covers every position)."""
+    out: torch.Tensor | None = None
+    for view in views:
+        lp = token_logps(policy, batch, view.canvas, cfg_scale=cfg_scale)
+        out = lp if view.positions is None or out is None else torch.where(view.positions, lp, out)
+    if out is None:
+        raise ValueError("no estimator views")
+    return out

@@ -36,15 +36,9 @@ from paintbench.harness.dist import Dist
 from paintbench.trainer import advantages as adv_mod
 from paintbench.trainer import checkpoint as ckpt
 from paintbench.trainer.config import HTGRPOConfig
-from paintbench.trainer.credit import credit_weights, token_advantages
+from paintbench.trainer.credit import token_advantages
 from paintbench.trainer.data import batch_indices, hash_seed, load_records
-from paintbench.trainer.estimator import (
-    EstimatorBatch,
-    canvas_for,
-    forward_count,
-    token_logps,
-    unique_prompts,
-)
+from paintbench.trainer.estimator import EstimatorBatch, unique_prompts, view_logps
 from paintbench.trainer.logs import RunLogger
 from paintbench.trainer.loss import LossStats, clipped_kl_loss, normalizer_of
 from paintbench.trainer.partition import structure_mask
@@ -52,7 +46,8 @@ from paintbench.trainer.policy import MaskedImagePolicy
 from paintbench.trainer.progress import Progress
 from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
 from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
-from paintbench.trainer.schedule import candidates, stage_of, subset_noise, token_subset
+from paintbench.trainer.schedule import candidates, subset_noise, token_subset
+from paintbench.trainer.strategies import CONTEXTS, CREDITS, ContextInput, View, forwards
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
 
@@ -96,7 +91,8 @@ class Trainer:
         self.out = Path(out_dir)
         self.dist = dist or Dist.from_env(cfg.device)
         self.device = torch.device(self.dist.device(cfg.device))  # one check of --device for every command
-        self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag)
+        self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag,
+                                    split=cfg.prompt_split)
         self.policy = policy if policy is not None else self._build_policy()
         if reward_model is None:
             from paintbench.metrics.registry import require_valid_metadata
@@ -107,7 +103,6 @@ class Trainer:
                                                         device=self.device)
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
         self.sampler = SamplerOptions.from_dict(cfg.sampler_options())
-        self.stages = cfg.stages()
         self.logger = RunLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.tensorboard)
         self.step = 0
         self.reference: MaskedImagePolicy | None = None
@@ -124,11 +119,16 @@ class Trainer:
             policy = policies.load(saved, device=self.device, dtype=cfg.dtype)
             if policy.kind != cfg.policy:
                 raise UserError(f"policy_path {cfg.policy_path}: a saved {policy.kind!r} policy, but policy={cfg.policy!r}")
+            saved_world = getattr(getattr(policy, "world", None), "name", cfg.world)
+            if saved_world != cfg.world:
+                raise UserError(f"policy_path {cfg.policy_path}: a policy of the {saved_world!r} world, but world={cfg.world!r}")
             return policy
         if cfg.policy_path and cfg.policy == "tiny":
             policies.resolve(cfg.policy_path)  # raises: no saved policy there
         options = dict(cfg.policy_options)
-        if cfg.policy != "tiny":
+        if cfg.policy == "tiny":
+            options.setdefault("world", cfg.world)
+        else:
             options.setdefault("model_path", cfg.policy_path)
             options.update(lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                            lora_targets=list(cfg.lora_targets))
@@ -156,9 +156,11 @@ class Trainer:
                 from paintbench.trainer.warmstart import warm_start
 
                 bar = Progress(cfg.warmstart_steps, "warm start", enabled=self.progress and self.dist.is_main)
+                from paintbench.harness.worlds import get as get_world
+
                 warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
                            lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed,
-                           on_step=lambda loss: bar.update(loss=loss))
+                           on_step=lambda loss: bar.update(loss=loss), oracle=get_world(cfg.world).oracle)
                 bar.close()
             ref_state = None
         self.dist.broadcast_parameters(self.policy.trainable_parameters())
@@ -328,20 +330,17 @@ class Trainer:
         assert roll is not None and batch.advantages is not None
         batch.struct = structure_mask(roll.commit_step, roll.commit_entropy, rule=cfg.partition, rho_s=cfg.rho_s,
                                       eta=cfg.eta, num_steps=roll.num_steps)
-        w = credit_weights(batch.struct, roll.commit_entropy, roll.commit_step, lambda_s=cfg.lambda_s,
-                           lambda_h=cfg.lambda_h, form=cfg.credit_form, power=cfg.credit_power,
-                           num_steps=roll.num_steps)
+        w = CREDITS[cfg.credit](roll, batch.struct, cfg)
         batch.token_adv = token_advantages(batch.advantages, w, negative=cfg.credit_negative)
 
-    # 5. the inner-loop plan: stage, subset and estimator canvas per iteration ---------------------------
+    # 5. the inner-loop plan: stage, subset and estimator views per iteration -----------------------------
     def plan(self, batch: RoundBatch) -> None:
         cfg = self.cfg
         assert batch.struct is not None and batch.roll is not None
         total_rows = cfg.prompts_per_step * cfg.group_size
         n = batch.roll.codes.shape[1]
         batch.plan = []
-        for k in range(1, cfg.inner_iters + 1):
-            stage = stage_of(k, cfg.n_global, cfg.n_struct, cfg.inner_iters)
+        for k, stage in enumerate(cfg.stages(batch.step), start=1):
             gen = torch.Generator()
             gen.manual_seed(hash_seed(cfg.seed, "subset", batch.step, k))
             u, rho = subset_noise(total_rows, n, gen, rho_min=cfg.rho_min)
@@ -349,37 +348,37 @@ class Trainer:
             cands = candidates(stage, batch.struct)
             subset = token_subset(cands, u[sl].to(self.device), rho[sl].to(self.device), rule=cfg.subset, k=k,
                                   num_iters=cfg.inner_iters, min_rate=cfg.remask_min_rate)
-            canvas = canvas_for(cfg.context, batch.roll.codes, subset, batch.struct, stage)
-            batch.plan.append({"k": k, "stage": stage, "subset": subset, "canvas": canvas})
+            views = CONTEXTS[cfg.context](ContextInput(batch.roll, subset, batch.struct, stage, cfg))
+            batch.plan.append({"k": k, "stage": stage, "subset": subset, "views": views})
 
     # 6. old and reference log-probs -------------------------------------------------------------------
     @torch.no_grad()
     def old_and_reference_logps(self, batch: RoundBatch) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        """Per iteration k: lp_old and lp_ref [R, N]. Iterations that share the fully masked canvas share
-        one computation (one forward per unique prompt for the whole round)."""
+        """Per iteration k: lp_old and lp_ref [R, N]. Iterations that read only the fully masked canvas
+        share one computation (one forward per unique prompt for the whole round)."""
         self.policy.eval()
         shared: dict[str, torch.Tensor | None] = {}
         olds, refs = [], []
         for item in batch.plan:
-            canvas = item["canvas"]
-            if canvas is None and "old" in shared:
+            views = item["views"]
+            is_shared = len(views) == 1 and views[0].shared
+            if is_shared and "old" in shared:
                 olds.append(shared["old"])  # type: ignore[arg-type]
                 refs.append(shared["ref"])
                 continue
-            old = self._logps(self.policy, batch.estimator, canvas)
-            ref = self._logps(self.reference, batch.estimator, canvas) if self.reference is not None else None
-            if canvas is None:
+            old = self._logps(self.policy, batch.estimator, views)
+            ref = self._logps(self.reference, batch.estimator, views) if self.reference is not None else None
+            if is_shared:
                 shared["old"], shared["ref"] = old, ref
             olds.append(old)
             refs.append(ref)
         return olds, refs
 
-    def _logps(self, policy: MaskedImagePolicy, est: EstimatorBatch, canvas: torch.Tensor | None) -> torch.Tensor:
+    def _logps(self, policy: MaskedImagePolicy, est: EstimatorBatch, views: list[View]) -> torch.Tensor:
         out = []
         for idx in self._micro_batches(len(est.codes)):
             sub = est if idx is None else est.rows(idx)
-            out.append(token_logps(policy, sub, None if canvas is None else canvas[idx] if idx is not None else canvas,
-                                   cfg_scale=self.cfg.estimator_cfg).float())
+            out.append(view_logps(policy, sub, [v.rows(idx) for v in views], cfg_scale=self.cfg.estimator_cfg).float())
         return torch.cat(out)
 
     def _micro_batches(self, rows: int) -> list[torch.Tensor | None]:
@@ -399,18 +398,18 @@ class Trainer:
         per_stage: dict[str, LossStats] = {}
         losses, grad_norms = [], []
         for item, old, ref in zip(batch.plan, lp_old, lp_ref, strict=True):
-            subset, canvas = item["subset"], item["canvas"]
+            subset, views = item["subset"], item["views"]
             z = self.dist.sum([normalizer_of(subset, cfg.loss_norm)])[0]
             self.optimizer.zero_grad(set_to_none=True)
             stats, loss_total = LossStats(), 0.0
             for idx in self._micro_batches(len(subset)):
                 sel = slice(None) if idx is None else idx
                 est = batch.estimator if idx is None else batch.estimator.rows(idx)
-                mb_canvas = None if canvas is None else canvas[sel]
-                lp = token_logps(self.policy, est, mb_canvas, cfg_scale=cfg.estimator_cfg).float()
+                lp = view_logps(self.policy, est, [v.rows(idx) for v in views], cfg_scale=cfg.estimator_cfg).float()
                 loss, st = clipped_kl_loss(lp, old[sel], batch.token_adv[sel], subset[sel],
                                            lp_ref=None if ref is None else ref[sel], clip_eps=cfg.clip_eps,
-                                           beta=cfg.beta, norm=cfg.loss_norm, normalizer=z)
+                                           beta=cfg.beta, norm=cfg.loss_norm, normalizer=z,
+                                           ratio_level=cfg.ratio_level)
                 loss.backward()
                 stats = stats.add(st)
                 loss_total += float(loss.detach())
@@ -453,6 +452,9 @@ class Trainer:
                                           float(batch.struct.numel())])
         out["entropy"] = ent / max(cnt, 1.0)
         out["structure_frac"] = struct / max(cnt, 1.0)
+        premise = getattr(getattr(self.policy, "world", None), "premise", None)
+        if premise is not None:  # the world's premise (blocks: layout tokens first?), on this rank's rollouts
+            out.update(premise(batch.roll.codes, batch.roll.commit_step, batch.struct))
         for stage, st in upd["per_stage"].items():
             sm = st.means()
             out.update({f"stage/{stage}/tokens": sm["tokens"], f"stage/{stage}/clip_frac": sm["clip_frac"],
@@ -460,8 +462,8 @@ class Trainer:
         out["lr"] = float(self.scheduler.get_last_lr()[0])
         out["grad_norm"] = float(sum(upd["grad_norms"]) / len(upd["grad_norms"]))
         t_roll, t_rew, t_upd, t_all = times
-        seqs = forward_count(cfg.context, cfg.prompts_per_step * cfg.group_size, cfg.prompts_per_step,
-                             cfg.inner_iters, self.stages, with_ref=self.reference is not None)
+        seqs = forwards([item["views"] for item in batch.plan], len(batch.roll.codes), len(batch.estimator.prompts),
+                        with_ref=self.reference is not None)
         out.update({"time/rollout_s": t_roll, "time/reward_s": t_rew, "time/update_s": t_upd, "time/step_s": t_all,
                     "throughput/images_per_s": len(total) / max(t_all, 1e-9),
                     "throughput/sequences_per_s": seqs / max(t_upd, 1e-9)})

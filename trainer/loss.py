@@ -9,6 +9,11 @@ Normalisation (`norm`): "token" (default, d1/MaskGRPO: Z = number of selected to
 least one selected token). Under data parallelism the caller passes the *global* Z (`normalizer`), so
 that summing the per-rank gradients gives exactly the single-process gradient.
 
+Ratio level (`ratio_level`): "token" (default: one ratio per token, as above) or "sequence" (UniGRPO,
+MMaDA paper: log π'(o_g) = mean over the selected tokens of lp, one ratio r_g = exp(log π' − log π'_old)
+per rollout, clipped with the rollout's mean token advantage; the KL is the rollout's mean k3; each
+rollout counts once, so `norm` must be "sequence").
+
 The gradient of the unclipped, KL-free objective is the policy gradient -(1/Z) sum Â_i r_i ∇lp_i; the
 clip zeroes it for r > 1+eps with Â > 0 and for r < 1-eps with Â < 0 (tests check all three).
 """
@@ -73,6 +78,7 @@ def clipped_kl_loss(
     beta: float = 0.01,
     norm: Norm = "token",
     normalizer: float | None = None,
+    ratio_level: str = "token",
 ) -> tuple[torch.Tensor, LossStats]:
     """(scalar loss, stats) for one inner iteration. All tensors are [B, N]; `sel` is bool.
 
@@ -82,6 +88,11 @@ def clipped_kl_loss(
     if not (lp.shape == lp_old.shape == adv.shape == sel.shape):
         raise ValueError(f"shape mismatch: lp {tuple(lp.shape)}, lp_old {tuple(lp_old.shape)}, "
                          f"adv {tuple(adv.shape)}, sel {tuple(sel.shape)}")
+    if ratio_level == "sequence":
+        return _sequence_ratio_loss(lp, lp_old, adv, sel, lp_ref=lp_ref, clip_eps=clip_eps, beta=beta, norm=norm,
+                                    normalizer=normalizer)
+    if ratio_level != "token":
+        raise ValueError(f"ratio_level must be 'token' or 'sequence', got {ratio_level!r}")
     sel_f = sel.to(lp.dtype)
     ratio = torch.exp(lp - lp_old.detach())
     adv = adv.detach().to(lp.dtype)
@@ -111,6 +122,40 @@ def clipped_kl_loss(
             kl_sum=float((kl * sel_f).sum()) if kl is not None else 0.0,
             clipped=float((is_clipped & sel).sum()),
             ratio_sum=float((ratio * sel_f).sum()),
+            adv_abs_sum=float((adv.abs() * sel_f).sum()),
+        )
+    return loss, stats
+
+
+def _sequence_ratio_loss(lp: torch.Tensor, lp_old: torch.Tensor, adv: torch.Tensor, sel: torch.Tensor, *,
+                         lp_ref: torch.Tensor | None, clip_eps: float, beta: float, norm: Norm,
+                         normalizer: float | None) -> tuple[torch.Tensor, LossStats]:
+    """UniGRPO's objective: one ratio per rollout from its mean selected-token log-prob."""
+    if norm != "sequence":
+        raise ValueError("ratio_level='sequence' (one ratio per rollout) needs norm='sequence'")
+    sel_f = sel.to(lp.dtype)
+    counts = sel_f.sum(dim=1)
+    has = counts > 0
+    denom = counts.clamp_min(1.0)
+    mean_lp = (lp * sel_f).sum(dim=1) / denom
+    mean_old = (lp_old.detach() * sel_f).sum(dim=1) / denom
+    seq_adv = (adv.detach().to(lp.dtype) * sel_f).sum(dim=1) / denom
+    ratio = torch.exp(mean_lp - mean_old)
+    objective = torch.minimum(ratio * seq_adv, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * seq_adv)
+    kl = None
+    if lp_ref is not None and beta != 0.0:
+        kl = k3_kl(lp, lp_ref.detach())
+        objective = objective - beta * (kl * sel_f).sum(dim=1) / denom
+    z = max(float(has.sum()) if normalizer is None else float(normalizer), 1.0)
+    loss = -(objective * has.to(lp.dtype)).sum() / z
+    with torch.no_grad():
+        clipped = ((ratio > 1.0 + clip_eps) & (seq_adv > 0)) | ((ratio < 1.0 - clip_eps) & (seq_adv < 0))
+        stats = LossStats(
+            tokens=float(counts.sum()),
+            sequences=float(has.sum()),
+            kl_sum=float((kl * sel_f).sum()) if kl is not None else 0.0,
+            clipped=float((clipped.to(lp.dtype) * counts).sum()),
+            ratio_sum=float((ratio * counts).sum()),
             adv_abs_sum=float((adv.abs() * sel_f).sum()),
         )
     return loss, stats

@@ -3,7 +3,7 @@
 RL needs a policy that sometimes succeeds: a randomly initialised transformer draws noise, every image
 of a group scores the same, and group-relative advantages are all zero. The real backbones arrive
 pre-trained; the tiny policy gets a brief MaskGIT-style pre-training instead: for a random training
-record, an oracle layout (`harness.shapes.layouts.oracle_tokens`) is masked at a cosine-distributed
+record, an oracle layout (the world's `oracle`, e.g. `harness.shapes.layouts.oracle_tokens`) is masked at a cosine-distributed
 rate and the masked cells are predicted with cross-entropy; the prompt is replaced by the empty prompt
 with probability `drop_prompt` so classifier-free guidance has an unconditional branch.
 
@@ -46,9 +46,12 @@ def warm_start(
     drop_prompt: float = 0.1,
     seed: int = 0,
     on_step: Callable[[float], None] | None = None,
+    oracle: Callable[[dict[str, Any], Any], torch.Tensor] | None = None,
 ) -> list[float]:
-    """Train `policy` in place for `steps` steps; returns the loss of each step."""
-    from paintbench.harness.shapes.layouts import oracle_tokens
+    """Train `policy` in place for `steps` steps; returns the loss of each step. `oracle(record, rng)`
+    draws the target token grid (default: the shapes world's `oracle_tokens`)."""
+    if oracle is None:
+        from paintbench.harness.shapes.layouts import oracle_tokens as oracle
 
     usable = [r for r in records if r.get("include")]
     if not usable:
@@ -65,7 +68,7 @@ def warm_start(
     for _ in range(steps):
         picks = rng.integers(len(usable), size=batch_size)
         recs = [usable[int(i)] for i in picks]
-        tokens = torch.stack([oracle_tokens(r, rng).reshape(-1) for r in recs]).to(device)
+        tokens = torch.stack([oracle(r, rng).reshape(-1) for r in recs]).to(device)
         texts = [r["prompt"] if rng.random() >= drop_prompt else "" for r in recs]
         canvas = masked_batch(tokens, gen).to(device)
         logits = policy.image_logits(policy.encode_prompts(texts), canvas)

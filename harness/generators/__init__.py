@@ -16,6 +16,7 @@ GENERATORS: dict[str, str] = {
     "policy": "paintbench.harness.generators.policy:PolicyGenerator",
     "shapes-oracle": "paintbench.harness.generators.shapes:ShapesOracleGenerator",
     "shapes-random": "paintbench.harness.generators.shapes:ShapesRandomGenerator",
+    "blocks-oracle": "paintbench.harness.generators.shapes:BlocksOracleGenerator",
 }
 
 

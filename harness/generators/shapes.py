@@ -1,7 +1,8 @@
-"""`shapes-oracle` and `shapes-random`: the shapes world's built-in generators as harness generators.
+"""`shapes-oracle`, `shapes-random` and `blocks-oracle`: the synthetic worlds' built-in generators as
+harness generators.
 
-The oracle draws what each GenEval-style record asks (the suite's ceiling, ~1.0); the random
-generator ignores the prompt (chance level). Each image depends only on its own seed.
+The oracles draw what each GenEval-style record asks (the suite's ceiling, ~1.0); the random generator
+ignores the prompt (chance level). Each image depends only on its own seed.
 """
 
 from __future__ import annotations
@@ -35,3 +36,30 @@ class ShapesOracleGenerator(_ShapesBase):
 class ShapesRandomGenerator(_ShapesBase):
     kind = "shapes-random"
     world_name = "shapes-random"
+
+
+class BlocksOracleGenerator(Generator):
+    """The blocks world's oracle (`harness.blocks.layouts.oracle_tokens`); option `world`: blocks (default)
+    or blocks-control (the spelling differs, the scores do not)."""
+
+    kind = "blocks-oracle"
+    batch_size = 64
+
+    def __init__(self, arg, options, suite, *, device="cpu"):
+        super().__init__(arg, options, suite, device=device)
+        from paintbench.harness.worlds import get
+
+        opts = dict(self.options)
+        self.world = get(opts.pop("world", "blocks"))
+        if opts or not self.world.name.startswith("blocks"):
+            raise GeneratorError(f"blocks-oracle: unsupported options {self.options} (only world: blocks | blocks-control)")
+
+    def generate(self, requests: list[Request]) -> list[GeneratedImage]:
+        import numpy as np
+        import torch
+
+        missing = [r.item.id for r in requests if not r.item.metadata]
+        if missing:
+            raise GeneratorError(f"{self.kind} needs GenEval-style metadata for each prompt (none for {missing[:3]})")
+        grids = torch.stack([self.world.oracle(r.item.metadata, np.random.default_rng(int(r.seed))) for r in requests])
+        return list(self.world.render(grids).cpu())

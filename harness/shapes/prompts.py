@@ -15,6 +15,13 @@ What differs from GenEval's generator, and why:
   change when another tag's `n_per_tag` does, and a tag smaller than `n_per_tag` (single_object has
   only one prompt per shape) is included whole, as GenEval does with its 80 classes.
 - There is no "person" class to exclude from colour prompts.
+
+Held-out split (`split=`): training and evaluation prompts are disjoint *by construction*, not by
+sampling. `is_heldout(record)` holds out whole combinations, so an evaluation prompt tests a
+combination the policy never trained on: two of the six shapes alone (single_object), five of the 15
+unordered shape pairs (two_object and position, every relation), one count per shape (counting), 12 of
+the 60 (shape, colour) pairs (colors; color_attr when either object uses one). The rules are index
+arithmetic on `SHAPES`/`COLOURS`, so every tag keeps records on both sides.
 """
 
 from __future__ import annotations
@@ -136,24 +143,56 @@ def all_records(tag: str, shapes: Sequence[str] = SHAPES) -> list[dict[str, Any]
         raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}") from None
 
 
+SPLITS: tuple[str, ...] = ("train", "heldout")
+
+
+def _pair_heldout(a: str, b: str) -> bool:
+    return (SHAPES.index(a) + SHAPES.index(b)) % 4 == 1
+
+
+def _colour_heldout(shape: str, colour: str) -> bool:
+    return (SHAPES.index(shape) + COLOURS.index(colour)) % 5 == 0
+
+
+def is_heldout(record: dict[str, Any]) -> bool:
+    """Whether a record belongs to the held-out (evaluation) split: it uses a held-out shape (alone),
+    shape pair, (shape, count) or (shape, colour) combination (see the module docstring)."""
+    tag, inc = record["tag"], record["include"]
+    if tag == "single_object":
+        return SHAPES.index(inc[0]["class"]) % 3 == 1
+    if tag in ("two_object", "position"):
+        return _pair_heldout(inc[0]["class"], inc[1]["class"])
+    if tag == "counting":
+        return (SHAPES.index(inc[0]["class"]) + int(inc[0]["count"])) % 3 == 0
+    if tag in ("colors", "color_attr"):
+        return any(_colour_heldout(c["class"], c["color"]) for c in inc)
+    raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}")
+
+
 def make_prompts(
     seed: int = DEFAULT_SEED,
     n_per_tag: int | dict[str, int] = DEFAULT_N_PER_TAG,
     *,
     tags: Iterable[str] = TAGS,
+    split: str | None = None,
 ) -> list[dict[str, Any]]:
     """The shapes suite: up to `n_per_tag` distinct records per tag (all of a smaller tag), grouped by
     tag in `tags` order, each tag drawn without replacement by its own generator seeded by
     (seed, tag). Deterministic: the same arguments give the same list on any machine.
 
-    `n_per_tag` may be a dict {tag: n} (missing tags get `DEFAULT_N_PER_TAG`).
+    `n_per_tag` may be a dict {tag: n} (missing tags get `DEFAULT_N_PER_TAG`). `split` ("train" or
+    "heldout") draws from that side of `is_heldout` only; None draws from every record.
     """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     out: list[dict[str, Any]] = []
     for tag in tags:
         n = n_per_tag.get(tag, DEFAULT_N_PER_TAG) if isinstance(n_per_tag, dict) else n_per_tag
         if n < 0:
             raise ValueError(f"n_per_tag must be >= 0, got {n} for {tag}")
         space = all_records(tag)
+        if split is not None:
+            space = [r for r in space if is_heldout(r) == (split == "heldout")]
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
         chosen = rng.permutation(len(space))[: min(n, len(space))]
         out.extend(space[i] for i in chosen)

@@ -1,5 +1,6 @@
-"""`paintbench leaderboard RUN_DIR... [--train-log DIR...] --out SITE_DIR`: a static site of leaderboards,
-run reports with every image, side-by-side comparisons and training reports (see leaderboards.build)."""
+"""`paintbench leaderboard RUN_DIR... [--train-log DIR...] [--experiment FILE...] --out SITE_DIR`: a static
+site of leaderboards, run reports with every image, side-by-side comparisons, training reports and
+training experiments (see leaderboards.build)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directories of `paintbench eval` (or folders holding several)")
     p.add_argument("--train-log", action="append", default=[], metavar="DIR",
                    help="trainer log directory (metrics.jsonl, samples/); repeatable")
+    p.add_argument("--experiment", action="append", default=[], metavar="FILE",
+                   help="training experiment summary (benchmarks/bench_hierarchy.py report --json); repeatable")
     p.add_argument("--out", required=True, metavar="SITE_DIR", help="where the site is written (rebuilt in place)")
     p.add_argument("--title", default="paintbench leaderboard", help="site title")
     p.add_argument("--baseline", help="run name or directory that comparisons measure against (default: the first)")
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     opts = BuildOptions(title=args.title, baseline=args.baseline, images=args.images, thumb_size=args.thumb_size,
                         jobs=args.jobs, alpha=args.alpha, n_resamples=args.n_resamples, seed=args.seed)
     report = build_site(args.runs, args.train_log, args.out, opts,
-                        log=lambda msg: print(msg, file=sys.stderr))
+                        log=lambda msg: print(msg, file=sys.stderr), experiments=args.experiment)
     for p in report.problems[:20]:
         print(f"warning: {p}", file=sys.stderr)
     if len(report.problems) > 20:

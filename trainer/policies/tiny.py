@@ -1,4 +1,11 @@
-"""`tiny`: a small bidirectional transformer over the shapes world's token grid, trainable on a CPU.
+"""`tiny`: a small bidirectional transformer over a synthetic world's token grid, trainable on a CPU.
+
+`world` names the world it draws (`harness.worlds`: `shapes` by default, `blocks`, `blocks-control`),
+which sets the grid, the codebook size and the decoder; policies saved before worlds existed are
+shapes-world policies. In a world whose objects span blocks of tokens, every token also gets its
+block's embedding: the locality prior a real backbone learns from data, without which this 2-layer model
+does not find a token's own block in a CPU-sized warm start (measured: 1 % of fills right after 1,500
+steps without it).
 
 It has the shape of a discrete-diffusion MLLM in miniature: one sequence `[BOS] prompt words [PAD]... |
 image tokens`, full (bidirectional) attention over both parts, learned positions (1-D for the text, row
@@ -24,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from paintbench.harness.shapes.codebook import GRID, NUM_TOKENS, PATCH
-from paintbench.harness.shapes.render import render
+from paintbench.harness import worlds
 from paintbench.trainer.policy import MASK, MaskedImagePolicy, PromptBatch, cfg_combine
 
 SPECIALS: tuple[str, ...] = ("[PAD]", "[BOS]", "[UNK]")
@@ -98,9 +104,10 @@ class TinyPolicy(MaskedImagePolicy):
         self,
         *,
         vocab: Sequence[str] | None = None,
-        grid: int = GRID,
-        patch: int = PATCH,
-        codebook_size: int = NUM_TOKENS,
+        world: str = "shapes",
+        grid: int | None = None,
+        patch: int | None = None,
+        codebook_size: int | None = None,
         d_model: int = 128,
         n_layers: int = 3,
         n_heads: int = 4,
@@ -111,13 +118,21 @@ class TinyPolicy(MaskedImagePolicy):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.world = worlds.get(world)
+        grid = grid or self.world.grid
+        patch = patch or self.world.patch
+        codebook_size = codebook_size or self.world.codebook_size
+        if codebook_size != self.world.codebook_size or (world != "shapes" and (grid, patch) != (self.world.grid, self.world.patch)):
+            raise ValueError(f"world {world!r} has a {self.world.grid}x{self.world.grid} grid of {self.world.patch}-px "
+                             f"patches and {self.world.codebook_size} codes, got grid {grid}, patch {patch}, "
+                             f"codebook_size {codebook_size}")
         self.vocab = list(vocab) if vocab is not None else shapes_vocabulary()
         self.tokenizer = WordTokenizer(self.vocab, max_text_len)
         self.grid = (grid, grid)
         self.patch = patch
         self.image_size = (grid * patch, grid * patch)
         self.codebook_size = codebook_size
-        self._cfg = {"grid": grid, "patch": patch, "codebook_size": codebook_size, "d_model": d_model,
+        self._cfg = {"world": world, "grid": grid, "patch": patch, "codebook_size": codebook_size, "d_model": d_model,
                      "n_layers": n_layers, "n_heads": n_heads, "d_ff": d_ff, "max_text_len": max_text_len,
                      "init_seed": init_seed}
         with torch.random.fork_rng(devices=[]):
@@ -127,6 +142,8 @@ class TinyPolicy(MaskedImagePolicy):
             self.image_emb = nn.Embedding(codebook_size + 1, d_model)     # last row: the mask token
             self.row_pos = nn.Parameter(torch.randn(grid, d_model) * 0.02)
             self.col_pos = nn.Parameter(torch.randn(grid, d_model) * 0.02)
+            b = self.world.block
+            self.block_pos = nn.Parameter(torch.randn(grid // b, grid // b, d_model) * 0.02) if b > 1 else None
             self.blocks = nn.ModuleList(_Block(d_model, n_heads, d_ff) for _ in range(n_layers))
             self.norm = nn.LayerNorm(d_model)
             self.head = nn.Linear(d_model, codebook_size)
@@ -154,7 +171,11 @@ class TinyPolicy(MaskedImagePolicy):
         if n != g_rows * g_cols:
             raise ValueError(f"canvas has {n} tokens, the grid has {g_rows * g_cols}")
         img_ids = torch.where(canvas == MASK, torch.full_like(canvas, self.codebook_size), canvas)
-        pos = (self.row_pos[:, None, :] + self.col_pos[None, :, :]).reshape(n, -1)
+        pos = self.row_pos[:, None, :] + self.col_pos[None, :, :]
+        if self.block_pos is not None:
+            b = self.world.block
+            pos = pos + self.block_pos.repeat_interleave(b, dim=0).repeat_interleave(b, dim=1)
+        pos = pos.reshape(n, -1)
         x = torch.cat([self.text_emb(text_ids) + self.text_pos[: text_ids.shape[1]],
                        self.image_emb(img_ids) + pos], dim=1)
         keep = torch.cat([text_ids != PAD, torch.ones_like(canvas, dtype=torch.bool)], dim=1)
@@ -174,4 +195,9 @@ class TinyPolicy(MaskedImagePolicy):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         g_rows, g_cols = self.grid
-        return render(codes.reshape(-1, g_rows, g_cols), patch=self.patch)
+        grids = codes.reshape(-1, g_rows, g_cols)
+        if self.world.name == "shapes":
+            from paintbench.harness.shapes.render import render
+
+            return render(grids, patch=self.patch)  # the shapes world renders at any patch size
+        return self.world.render(grids)

@@ -1,4 +1,14 @@
-"""The optional backend that runs mmdet itself (needs mmdet and a compiled mmcv; never required)."""
+"""The optional backend that runs mmdet itself (needs mmdet and a compiled mmcv; never required).
+
+`pipeline="geneval"` (default) feeds the network what GenEval's mmdet 2.x test pipeline makes, on any
+mmdet version, with mmcv's own functions: `imrescale` into 1333×800 (OpenCV's uint8 bilinear resize),
+`impad_to_multiple(32, pad_val=(128, 128, 128))` *before* `imnormalize` (BGR → RGB, ImageNet mean/std),
+then `predict` with the 2.x metas (`img_shape` = the resized size, `batch_input_shape` = the padded one).
+mmdet 3.x's own `Pad`/`DetDataPreprocessor` cannot be configured into that (its `Pad` overwrites
+`img_shape`, its preprocessor pads with 0 after normalising), so the 3.x path calls the model directly.
+`pipeline="mmdet"` runs `inference_detector` with the installed mmdet's own pipeline (under 3.x: not
+GenEval's numbers; recorded). `scripts/mmdet_goldens.py` uses the first to make the goldens that CI
+compares paintbench's detector with."""
 
 from __future__ import annotations
 
@@ -7,7 +17,13 @@ from typing import Any
 
 import torch
 
-from paintbench.metrics.geneval.detector.configuration import OBJECT_NAMES
+from paintbench.metrics.geneval.detector.configuration import (
+    MMDET_MEAN,
+    MMDET_STD,
+    OBJECT_NAMES,
+    SWIN_S_CONFIG,
+    DetectorConfig,
+)
 from paintbench.metrics.geneval.detector.modeling import ImagesIn
 from paintbench.metrics.geneval.detector.processing import InstanceResult, to_uint8_batch
 
@@ -42,7 +58,54 @@ def default_mmdet_config() -> Path:
     )
 
 
-def mmdet_pipeline(mmdet_version: str) -> dict[str, Any]:
+def mmdet_config(cfg: DetectorConfig | None = None, base: str | Path | None = None) -> Any:
+    """GenEval's mmdet config (`base`, default `default_mmdet_config()`) with the architecture of `cfg`
+    (default: GenEval's own Swin-S): the mmdet model a checkpoint of that architecture loads into."""
+    from mmengine import Config
+
+    c = Config.fromfile(str(base or default_mmdet_config()))
+    if cfg is None:
+        return c
+    widths = [cfg.embed_dim * 2**i for i in range(len(cfg.depths))]
+    c.model.backbone.update(embed_dims=cfg.embed_dim, depths=list(cfg.depths), num_heads=list(cfg.swin_heads),
+                            window_size=cfg.window_size, init_cfg=None,
+                            mlp_ratio=int(cfg.mlp_ratio) if float(cfg.mlp_ratio).is_integer() else cfg.mlp_ratio)
+    head = c.model.panoptic_head
+    head.update(in_channels=widths, feat_channels=cfg.hidden_dim, out_channels=cfg.hidden_dim,
+                num_queries=cfg.num_queries, num_things_classes=cfg.num_classes)
+    head.pixel_decoder.encoder.num_layers = cfg.encoder_layers
+    head.pixel_decoder.encoder.layer_cfg.self_attn_cfg.update(embed_dims=cfg.hidden_dim, num_heads=cfg.attention_heads)
+    head.pixel_decoder.encoder.layer_cfg.ffn_cfg.update(embed_dims=cfg.hidden_dim, feedforward_channels=cfg.encoder_ffn_dim)
+    head.pixel_decoder.positional_encoding.num_feats = cfg.hidden_dim // 2
+    head.positional_encoding.num_feats = cfg.hidden_dim // 2
+    dec = head.transformer_decoder
+    dec.num_layers = cfg.decoder_layers
+    dec.layer_cfg.self_attn_cfg.update(embed_dims=cfg.hidden_dim, num_heads=cfg.attention_heads)
+    dec.layer_cfg.cross_attn_cfg.update(embed_dims=cfg.hidden_dim, num_heads=cfg.attention_heads)
+    dec.layer_cfg.ffn_cfg.update(embed_dims=cfg.hidden_dim, feedforward_channels=cfg.decoder_ffn_dim)
+    c.model.panoptic_fusion_head.num_things_classes = cfg.num_classes
+    c.model.test_cfg.max_per_image = cfg.max_per_image
+    return c
+
+
+def geneval_inputs(bgr: Any, cfg: DetectorConfig = SWIN_S_CONFIG) -> tuple[torch.Tensor, dict[str, Any]]:
+    """GenEval's mmdet 2.x test pipeline on one BGR uint8 image [H, W, 3], with mmcv's own functions:
+    (the normalised, padded input [1, 3, Hp, Wp], the 2.x image metas)."""
+    import mmcv
+    import numpy as np
+
+    h0, w0 = bgr.shape[:2]
+    img = mmcv.imrescale(bgr, cfg.scale, interpolation="bilinear", backend="cv2")
+    h, w = img.shape[:2]
+    img = mmcv.impad_to_multiple(img, cfg.size_divisor, pad_val=(int(cfg.pad_value),) * 3)
+    img = mmcv.imnormalize(img, np.array(MMDET_MEAN, dtype=np.float32), np.array(MMDET_STD, dtype=np.float32),
+                           to_rgb=True)
+    metas = {"ori_shape": (h0, w0), "img_shape": (h, w), "pad_shape": img.shape[:2],
+             "batch_input_shape": img.shape[:2], "scale_factor": (w / w0, h / h0)}
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None], metas
+
+
+def mmdet_pipeline(mmdet_version: str, pipeline: str = "mmdet") -> dict[str, Any]:
     """Which test pipeline `inference_detector` runs under this mmdet, recorded with every result.
 
     GenEval's numbers come from mmdet 2.x running its config's 2.x test pipeline (grey-128 padding
@@ -51,6 +114,9 @@ def mmdet_pipeline(mmdet_version: str) -> dict[str, Any]:
     GenEval's by up to 0.94, so those are labelled as not GenEval's numbers. paintbench's own detector
     (`detector="geneval"`) runs GenEval's 2.x pipeline on any install."""
     major = int(mmdet_version.split(".")[0])
+    if pipeline == "geneval":
+        return {"pipeline": "GenEval's mmdet 2.x test pipeline (mmcv imrescale, grey-128 pad, imnormalize) "
+                            f"before mmdet {mmdet_version}'s model", "geneval_numbers": True}
     if major < 3:
         return {"pipeline": "mmdet 2.x test pipeline (GenEval's)", "geneval_numbers": True}
     return {"pipeline": f"mmdet {mmdet_version}'s own 3.x test pipeline (zero padding after Normalize): "
@@ -71,32 +137,39 @@ class MmdetDetector:
         config: str | Path | None = None,
         device: str | torch.device = "cpu",
         model: Any = None,
+        pipeline: str = "geneval",
+        architecture: DetectorConfig | None = None,
     ) -> None:
+        if pipeline not in ("geneval", "mmdet"):
+            raise ValueError(f"pipeline must be 'geneval' or 'mmdet', got {pipeline!r}")
         ok, why = mmdet_available()
         if not ok:
             raise ImportError(f"the mmdet backend needs mmdet with a compiled mmcv: {why}")
         from mmdet.apis import init_detector
 
         self.device = torch.device(device)
+        self.pipeline = pipeline
+        self.architecture = architecture or SWIN_S_CONFIG
         self.config_path = Path(config) if config is not None else default_mmdet_config()
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.model = model if model is not None else init_detector(
-            str(self.config_path), None if checkpoint is None else str(checkpoint), device=str(self.device)
+            mmdet_config(architecture, self.config_path) if architecture is not None else str(self.config_path),
+            None if checkpoint is None else str(checkpoint), device=str(self.device)
         )
         self.class_names = OBJECT_NAMES
         import mmdet
 
-        if not mmdet_pipeline(mmdet.__version__)["geneval_numbers"]:
+        if not mmdet_pipeline(mmdet.__version__, pipeline)["geneval_numbers"]:
             import warnings
 
             warnings.warn(f"detector='mmdet' on mmdet {mmdet.__version__} runs mmdet 3.x's own test pipeline, "
-                          "not GenEval's (results record it); detector='geneval' runs GenEval's", stacklevel=2)
+                          "not GenEval's (results record it); pipeline='geneval' runs GenEval's", stacklevel=2)
 
     def provenance(self) -> dict[str, Any]:
         import mmdet
 
         return {"backend": self.backend, "config": str(self.config_path), "path": str(self.checkpoint),
-                "mmdet": mmdet.__version__, **mmdet_pipeline(mmdet.__version__)}
+                "mmdet": mmdet.__version__, **mmdet_pipeline(mmdet.__version__, self.pipeline)}
 
     @torch.inference_mode()
     def detect(self, images: ImagesIn, *, min_class_prob: float | None = None, swap_rb: bool = False,
@@ -109,9 +182,22 @@ class MmdetDetector:
         for img in items:
             rgb = to_uint8_batch(img[None])[0].permute(1, 2, 0).cpu().numpy()
             bgr = np.ascontiguousarray(rgb if swap_rb else rgb[..., ::-1])
-            res = inference_detector(self.model, bgr)
+            res = self._geneval_predict(bgr) if self.pipeline == "geneval" else inference_detector(self.model, bgr)
             out.append(self._to_result(res, rgb.shape[0], rgb.shape[1], min_class_prob))
         return out
+
+    def _geneval_predict(self, bgr: Any) -> Any:
+        import mmdet
+
+        if int(mmdet.__version__.split(".")[0]) < 3:   # mmdet 2.x: its own pipeline is GenEval's
+            from mmdet.apis import inference_detector
+
+            return inference_detector(self.model, bgr)
+        from mmdet.structures import DetDataSample
+
+        inputs, metas = geneval_inputs(bgr, self.architecture)
+        sample = DetDataSample(metainfo=metas)
+        return self.model.predict(inputs.to(self.device), [sample], rescale=True)[0]
 
     def _to_result(self, res: Any, h: int, w: int, min_prob: float | None) -> InstanceResult:
         import numpy as np
