@@ -6,8 +6,10 @@ masked-token policy commits layout first (the premise), `blocks-control` so it c
 (the dependency reversed). Same prompts, same rewards, same policy size in both.
 
 Protocol (fixed before any result was seen; nothing here was tuned toward a method):
-- for each world and each seed: one supervised warm start (`--warmstart` steps), saved and shared by
-  every method of that seed, so all methods start from the same policy, which is also the reference;
+- for each world: one supervised warm start (`--warmstart` steps, seed `--warmstart-seed`), saved and
+  shared by every seed and method, so all runs start from the same policy, which is also the
+  reference; the seeds vary the RL phase (rollouts, prompt order, token subsets), not the start (a
+  warm start per seed costs 2.5 CPU minutes each: `--warmstart-per-seed` does it);
 - each method then trains `--steps` rounds of B prompts × G rollouts (T steps each) and K optimizer
   steps per round: equal rollouts and optimizer steps (the estimators differ in forward passes; the CPU
   seconds are recorded). Rollouts are keyed by (seed, round, row), so every method's first round sees
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -96,11 +99,12 @@ class HeldOut:
 
 
 def warm_policy(args: argparse.Namespace, world: str, seed: int, out: Path) -> Path:
-    """The shared starting policy of (world, seed), trained once and kept under `out`."""
-    folder = out / world / f"seed{seed}" / "warmstart"
+    """The starting policy of `world` (of `seed` with --warmstart-per-seed), trained once, kept under `out`."""
+    ws_seed = seed if args.warmstart_per_seed else args.warmstart_seed
+    folder = out / world / f"warmstart-seed{ws_seed}"
     if not (folder / "policy.json").is_file():
         t = time.process_time()
-        tr = Trainer(config(args, world, seed), out / world / f"seed{seed}" / "_warm")
+        tr = Trainer(config(args, world, ws_seed), out / world / f"_warm-seed{ws_seed}")
         tr.setup()
         tr.policy.save(folder, sampler=tr.cfg.sampler_options())
         (folder / "cpu_seconds.txt").write_text(f"{time.process_time() - t:.1f}\n")
@@ -118,6 +122,7 @@ def run_world(args: argparse.Namespace) -> None:
             if done.is_file():
                 continue
             cfg = config(args, args.world, seed, policy_path=str(start), warmstart_steps=0, **overrides)
+            shutil.rmtree(done.parent / "run", ignore_errors=True)   # an interrupted run starts over
             tr = Trainer(cfg, done.parent / "run")
             tr.setup()
             curve = [{"round": 0, **held(tr.policy, cfg)}]
@@ -129,16 +134,22 @@ def run_world(args: argparse.Namespace) -> None:
                     curve.append({"round": step, **held(tr.policy, cfg)})
             cpu = time.process_time() - cpu
             logs = [m for m in read_metrics(done.parent / "run") if "reward/mean" in m]
-            premise = {k: statistics.fmean(m[k] for m in logs if not math.isnan(m.get(k, math.nan)))
-                       for k in logs[0] if k.startswith("premise/")} if logs else {}
+            premise = {k: statistics.fmean(vals) for k in (logs[0] if logs else {}) if k.startswith("premise/")
+                       if (vals := [m[k] for m in logs if _number(m.get(k))])}
             first_premise = {k: v for k, v in logs[0].items() if k.startswith("premise/")} if logs else {}
             result = {"world": args.world, "seed": seed, "method": method, "overrides": overrides, "curve": curve,
+                      "warmstart": start.name,
                       "final": curve[-1], "cpu_seconds": cpu, "premise_mean": premise, "premise_round1": first_premise,
                       "train_reward": [m["reward/mean"] for m in logs]}
             done.write_text(json.dumps(result, indent=1))
             f = curve[-1]
             print(f"{args.world} seed {seed} {method:<32} total {f['total']:.3f} layout {f['layout']:.3f} "
                   f"detail {f['detail']:.3f} geneval {f['geneval']:.3f} ({cpu:.0f} CPU s)", flush=True)
+
+
+def _number(v: Any) -> bool:
+    """A logged value that is a finite number (metrics.jsonl writes NaN as null)."""
+    return isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def slug(name: str) -> str:
@@ -177,10 +188,13 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
             entry["start"] = {o: statistics.fmean(r["curve"][0][o] for r in rows) for o in OUTCOMES}
             w["methods"][method] = entry
         ht = [by[(BASELINE, s)] for s in seeds]
-        w["premise_round1"] = {k: statistics.fmean(r["premise_round1"][k] for r in ht) for k in ht[0]["premise_round1"]}
-        w["premise_mean"] = {k: statistics.fmean(r["premise_mean"][k] for r in ht) for k in ht[0]["premise_mean"]}
-        warm = [Path(args.folder) / world / f"seed{s}" / "warmstart" / "cpu_seconds.txt" for s in seeds]
-        w["warmstart_cpu_seconds"] = sum(float(p.read_text()) for p in warm if p.is_file())
+        w["premise_round1"] = {k: statistics.fmean(v) for k in ht[0]["premise_round1"]
+                               if (v := [r["premise_round1"][k] for r in ht if _number(r["premise_round1"].get(k))])}
+        w["premise_mean"] = {k: statistics.fmean(v) for k in ht[0]["premise_mean"]
+                             if (v := [r["premise_mean"][k] for r in ht if _number(r["premise_mean"].get(k))])}
+        warm = sorted((Path(args.folder) / world).glob("warmstart-seed*/cpu_seconds.txt"))
+        w["warmstart_cpu_seconds"] = sum(float(p.read_text()) for p in warm)
+        w["warmstarts"] = len(warm)
         summary["worlds"][world] = w
     summary["cpu_seconds_total"] = sum(r["cpu_seconds"] for r in results) + sum(
         w["warmstart_cpu_seconds"] for w in summary["worlds"].values())
@@ -222,6 +236,8 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     r.add_argument("--out", default="bench-out/hierarchy")
     r.add_argument("--warmstart", type=int, default=600)
+    r.add_argument("--warmstart-seed", type=int, default=0)
+    r.add_argument("--warmstart-per-seed", action="store_true", help="one warm start per seed instead of one per world")
     r.add_argument("--steps", type=int, default=30)
     r.add_argument("--eval-every", type=int, default=10)
     r.add_argument("--eval-per-tag", type=int, default=8)

@@ -48,15 +48,16 @@ def world_table(exp: Experiment, world: str) -> Table:
     w = exp.data["worlds"][world]
     outcomes = [o for o in OUTCOME_LABELS if o in next(iter(w["methods"].values()))]
     cols = [Column("method", "Method", "text")]
-    cols += [Column(o, OUTCOME_LABELS[o], "number", 1.0, 3, help="mean over seeds (sub: SD)") for o in outcomes]
-    cols += [Column("delta", "Δ total vs reference", "number", 1.0, 3, ci=True,
-                    help="paired bootstrap over seeds: method − reference, 95 % CI"),
+    cols += [Column(o, OUTCOME_LABELS[o], "number", 1.0, 3, help="mean over seeds (hover: SD)") for o in outcomes]
+    cols += [Column("delta", "Δ total vs HT-GRPO", "number", 1.0, 3, ci=True,
+                    help="paired bootstrap over seeds: method − HT-GRPO, 95 % CI"),
              Column("p", "p", "number", 1.0, 3), Column("cpu", "CPU s", "number", 1.0, 0)]
-    rows = []
+    start = next(iter(w["methods"].values())).get("start") or {}
+    rows = [Row({"method": Cell("starting policy (warm start)"), **{o: Cell(start.get(o)) for o in outcomes}})]
     for method, e in w["methods"].items():
         cells = {"method": Cell(method), "cpu": Cell(e.get("cpu_seconds"))}
         for o in outcomes:
-            cells[o] = Cell(e[o]["mean"], sub=f"SD {e[o]['sd']:.3f}")
+            cells[o] = Cell(e[o]["mean"], note=f"SD {e[o]['sd']:.3f} over seeds")
         c = e.get("total", {}).get("vs_htgrpo")
         cells["delta"] = Cell(c["difference"], c["low"], c["high"]) if c else Cell(None)
         cells["p"] = Cell(c["p_value"] if c else None)

@@ -6,7 +6,7 @@ grid), then drawn as blocks: anchor `anchor(shape)` and three fills `fill(shape,
 being the clause's or else the shape's default (`objects.DEFAULT_COLOUR`); empty slots are blank. Only the *spellings* differ between the variants (`ORDERS`):
 
 - `layout_first` (world `blocks`): anchors and blank anchors use variant 0; every fill (blank or
-  coloured) draws its variant uniformly from 16, so fills carry the freedom and are committed later;
+  coloured) draws its variant uniformly from 4, so fills carry the freedom and are committed later;
 - `detail_first` (world `blocks-control`): the reverse — anchors draw their variant, fills use 0.
 """
 
@@ -30,11 +30,9 @@ from paintbench.harness.blocks.codebook import (
     slot_tokens,
 )
 from paintbench.harness.blocks.objects import DEFAULT_COLOUR
-from paintbench.harness.shapes.codebook import SHAPES
-from paintbench.harness.shapes.layouts import RngLike, _try_place, as_numpy_rng, relation_table
+from paintbench.harness.shapes.layouts import RngLike, as_numpy_rng, place, relation_table
 
 ORDERS: tuple[str, ...] = ("layout_first", "detail_first")
-_MAX_TRIES = 200
 
 
 def slot_relations() -> np.ndarray:
@@ -48,18 +46,7 @@ def oracle_tokens(record: Mapping[str, Any], rng: RngLike, *, order: str = "layo
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     gen = as_numpy_rng(rng)
     include = list(record.get("include", []))
-    if sum(int(c["count"]) for c in include) > SLOTS * SLOTS:
-        raise ValueError(f"record asks for more objects than the {SLOTS * SLOTS} slots")
-    for clause in include:
-        if clause["class"] not in SHAPES:
-            raise ValueError(f"class {clause['class']!r} is not a shape of this world {SHAPES}")
-    table = slot_relations()
-    for _ in range(_MAX_TRIES):
-        groups = _try_place(include, gen, table, SLOTS * SLOTS)
-        if groups is not None:
-            break
-    else:
-        raise ValueError(f"could not place {record.get('prompt', record)!r} on the {SLOTS}x{SLOTS} slots")
+    groups = place(record, gen, slot_relations(), SLOTS)
     anchor_var = (lambda: int(gen.integers(VARIANTS))) if order == "detail_first" else (lambda: 0)
     fill_var = (lambda: int(gen.integers(VARIANTS))) if order == "layout_first" else (lambda: 0)
     objects: dict[int, tuple[str, str]] = {}

@@ -84,25 +84,30 @@ def oracle_tokens(
     """
     gen = as_numpy_rng(rng)
     include = list(record.get("include", []))
-    total = sum(int(c["count"]) for c in include)
-    if total > grid * grid:
-        raise ValueError(f"record asks for {total} objects but the grid has {grid * grid} cells")
-    for clause in include:
-        if clause["class"] not in SHAPES:
-            raise ValueError(f"class {clause['class']!r} is not a shape of this world {SHAPES}")
-    table = relation_table(grid, patch)
-    for _ in range(_MAX_TRIES):
-        cells = _try_place(include, gen, table, grid * grid)
-        if cells is not None:
-            break
-    else:
-        raise ValueError(f"could not place {record.get('prompt', record)!r} on a {grid}x{grid} grid")
+    cells = place(record, gen, relation_table(grid, patch), grid)
     tokens = torch.zeros(grid * grid, dtype=torch.long)
     for clause, group in zip(include, cells, strict=True):
         for cell in group:
             colour = clause.get("color") or COLOURS[gen.integers(len(COLOURS))]
             tokens[cell] = token_of(clause["class"], colour)
     return tokens.view(grid, grid)
+
+
+def place(record: Mapping[str, Any], gen: np.random.Generator, table: np.ndarray, grid: int) -> list[list[int]]:
+    """Cells (one list per include clause) on a grid×grid layout whose relations are `table`, drawn
+    until every position clause holds; `ValueError` if the record cannot be placed."""
+    include = list(record.get("include", []))
+    total = sum(int(c["count"]) for c in include)
+    if total > grid * grid:
+        raise ValueError(f"record asks for {total} objects but the grid has {grid * grid} cells")
+    for clause in include:
+        if clause["class"] not in SHAPES:
+            raise ValueError(f"class {clause['class']!r} is not a shape of this world {SHAPES}")
+    for _ in range(_MAX_TRIES):
+        cells = _try_place(include, gen, table, grid * grid)
+        if cells is not None:
+            return cells
+    raise ValueError(f"could not place {record.get('prompt', record)!r} on a {grid}x{grid} grid")
 
 
 def _try_place(

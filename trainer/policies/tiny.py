@@ -2,10 +2,11 @@
 
 `world` names the world it draws (`harness.worlds`: `shapes` by default, `blocks`, `blocks-control`),
 which sets the grid, the codebook size and the decoder; policies saved before worlds existed are
-shapes-world policies. In a world whose objects span blocks of tokens, every token also gets its
-block's embedding: the locality prior a real backbone learns from data, without which this 2-layer model
-does not find a token's own block in a CPU-sized warm start (measured: 1 % of fills right after 1,500
-steps without it).
+shapes-world policies. In a world whose objects span blocks of tokens, the image embeddings also pass
+through one 3×3 convolution over the grid before the transformer, so each token sees its neighbours
+directly: the locality prior a real backbone learns from data. Without it this 2-layer model did not
+learn that a fill depends on its own block's anchor in a CPU-sized warm start (measured: the right fill
+family got probability 0.06 whether or not the anchor was visible, after 1,200 steps at batch 64).
 
 It has the shape of a discrete-diffusion MLLM in miniature: one sequence `[BOS] prompt words [PAD]... |
 image tokens`, full (bidirectional) attention over both parts, learned positions (1-D for the text, row
@@ -142,8 +143,7 @@ class TinyPolicy(MaskedImagePolicy):
             self.image_emb = nn.Embedding(codebook_size + 1, d_model)     # last row: the mask token
             self.row_pos = nn.Parameter(torch.randn(grid, d_model) * 0.02)
             self.col_pos = nn.Parameter(torch.randn(grid, d_model) * 0.02)
-            b = self.world.block
-            self.block_pos = nn.Parameter(torch.randn(grid // b, grid // b, d_model) * 0.02) if b > 1 else None
+            self.local = nn.Conv2d(d_model, d_model, 3, padding=1) if self.world.block > 1 else None
             self.blocks = nn.ModuleList(_Block(d_model, n_heads, d_ff) for _ in range(n_layers))
             self.norm = nn.LayerNorm(d_model)
             self.head = nn.Linear(d_model, codebook_size)
@@ -171,13 +171,12 @@ class TinyPolicy(MaskedImagePolicy):
         if n != g_rows * g_cols:
             raise ValueError(f"canvas has {n} tokens, the grid has {g_rows * g_cols}")
         img_ids = torch.where(canvas == MASK, torch.full_like(canvas, self.codebook_size), canvas)
-        pos = self.row_pos[:, None, :] + self.col_pos[None, :, :]
-        if self.block_pos is not None:
-            b = self.world.block
-            pos = pos + self.block_pos.repeat_interleave(b, dim=0).repeat_interleave(b, dim=1)
-        pos = pos.reshape(n, -1)
-        x = torch.cat([self.text_emb(text_ids) + self.text_pos[: text_ids.shape[1]],
-                       self.image_emb(img_ids) + pos], dim=1)
+        pos = (self.row_pos[:, None, :] + self.col_pos[None, :, :]).reshape(n, -1)
+        img = self.image_emb(img_ids) + pos
+        if self.local is not None:  # neighbours' embeddings, mixed by one 3×3 convolution over the grid
+            grid = img.view(-1, g_rows, g_cols, img.shape[-1]).permute(0, 3, 1, 2)
+            img = img + self.local(grid).permute(0, 2, 3, 1).reshape(img.shape)
+        x = torch.cat([self.text_emb(text_ids) + self.text_pos[: text_ids.shape[1]], img], dim=1)
         keep = torch.cat([text_ids != PAD, torch.ones_like(canvas, dtype=torch.bool)], dim=1)
         for block in self.blocks:
             x = block(x, keep)

@@ -30,6 +30,7 @@ from paintbench.metrics.geneval.detector.conversion import (
     _HF_UNUSED,
     CheckpointFormat,
     checkpoint_format,
+    hf5_names,
     hf_to_mmdet3,
     load_mapped,
     mmdet2_to_mmdet3,
@@ -238,9 +239,13 @@ def random_tiny_model(
 
     model = build_model(cfg)
     new: dict[str, torch.Tensor] = {}
-    for k, v in model.state_dict().items():
+    state = model.state_dict()
+    # seeded by transformers 5.x's names, so transformers 4.x (other Swin names) draws the same weights
+    names = {own: new for new, own in hf5_names({k: k for k in state}).items()}
+    for own, v in state.items():
         if not v.is_floating_point():
             continue
+        k = names.get(own, own)
         shape = tuple(v.shape)
         leaf = k.rsplit(".", 1)[-1]
         if re.search(r"(norm|layernorm|layer_norm|_norms\.stage\d|\.1)\.weight$", k) and v.dim() == 1:
@@ -258,6 +263,6 @@ def random_tiny_model(
         if k == "class_predictor.bias" and class_bias:
             for index, logit in class_bias.items():
                 t[index] += logit
-        new[k] = t
+        new[own] = t
     model.load_state_dict(new, strict=False)
     return model.eval()
