@@ -47,7 +47,7 @@ from paintbench.trainer.progress import Progress
 from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
 from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
 from paintbench.trainer.schedule import candidates, subset_noise, token_subset
-from paintbench.trainer.strategies import CONTEXTS, CREDITS, ContextInput, View, forwards
+from paintbench.trainer.strategies import CONTEXTS, CREDITS, ContextInput, View, forwards, only_full_mask
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
 
@@ -361,7 +361,7 @@ class Trainer:
         olds, refs = [], []
         for item in batch.plan:
             views = item["views"]
-            is_shared = len(views) == 1 and views[0].shared
+            is_shared = only_full_mask(views)
             if is_shared and "old" in shared:
                 olds.append(shared["old"])  # type: ignore[arg-type]
                 refs.append(shared["ref"])

@@ -58,6 +58,11 @@ class View:
 FULL_MASK = [View()]
 
 
+def only_full_mask(views: list[View]) -> bool:
+    """Whether an iteration reads nothing but the shared fully masked canvas (computed once per round)."""
+    return len(views) == 1 and views[0].shared
+
+
 @dataclass(frozen=True)
 class ContextInput:
     """What a context may read: the rollouts, the iteration's token subset, the partition, its stage."""
@@ -162,6 +167,6 @@ def forwards(views_per_iter: list[list[View]], num_rows: int, num_prompts: int, 
 
     passes = 1 + int(with_ref)
     new = sum(cost(v) for views in views_per_iter for v in views)
-    shared_once = any(len(vs) == 1 and vs[0].shared for vs in views_per_iter)
-    old = sum(cost(v) for views in views_per_iter if not (len(views) == 1 and views[0].shared) for v in views)
+    shared_once = any(only_full_mask(vs) for vs in views_per_iter)
+    old = sum(cost(v) for views in views_per_iter if not only_full_mask(views) for v in views)
     return new + passes * (old + (num_prompts if shared_once else 0))
