@@ -31,7 +31,8 @@ Interval methods (``method=``):
   estimate, acceleration from a leave-one-prompt-out jackknife. Better coverage for skewed statistics
   (rates near 0 or 1) at the cost of needing enough resamples in the tails.
 
-Only numpy (and the standard library's ``statistics.NormalDist`` for normal quantiles) is used.
+Only numpy (and the standard library's ``statistics.NormalDist`` for normal quantiles) is used, except by
+``paired_t_test``, which takes Student's t distribution from scipy.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "is_significant",
     "paired_bootstrap",
     "paired_permutation_test",
+    "paired_t_test",
 ]
 
 METHODS = ("percentile", "basic", "bca")
@@ -650,3 +652,34 @@ def paired_permutation_test(
         se=None,
         statistic="prompt_mean",
     )
+
+
+def paired_t_test(a_by_prompt: ValuesByPrompt, b_by_prompt: ValuesByPrompt, *, confidence: float = 0.95) -> Comparison:
+    """Student's paired t-test of ``mean(B) - mean(A)`` on the shared prompts (two-sided), with its t interval.
+
+    Per prompt ``d_i = mean(B images) - mean(A images)``; ``t = mean(d) / (sd(d) / sqrt(n))`` with the
+    unbiased ``sd`` and ``n - 1`` degrees of freedom. It assumes roughly normal differences, which few seeds
+    cannot check: report it beside the exact sign-flip test (:func:`paired_permutation_test`), which assumes
+    only exchangeability. Constant differences give ``p = 1`` when they are all 0 and ``p = 0`` otherwise.
+    """
+    from scipy.stats import t as student_t
+
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    a, b, only_a, only_b = _shared(a_by_prompt, b_by_prompt)
+    mean_a_i, mean_b_i = a.sums / a.counts, b.sums / b.counts
+    d = mean_b_i - mean_a_i
+    n = d.size
+    if n < 2:
+        raise ValueError(f"a paired t-test needs at least 2 shared prompts, got {n}")
+    diff = float(d.mean())
+    se = float(d.std(ddof=1)) / float(np.sqrt(n))
+    if se <= _REL_TOL * max(1.0, abs(diff)):
+        p, low, high = (1.0 if diff == 0.0 else 0.0), diff, diff
+    else:
+        p = float(2.0 * student_t.sf(abs(diff) / se, n - 1))
+        half = float(student_t.ppf((1.0 + confidence) / 2.0, n - 1)) * se
+        low, high = diff - half, diff + half
+    return Comparison(difference=diff, low=low, high=high, p_value=min(1.0, p), mean_a=float(mean_a_i.mean()),
+                      mean_b=float(mean_b_i.mean()), n_shared=n, n_only_a=only_a, n_only_b=only_b,
+                      confidence=confidence, method="paired-t", n_resamples=0, se=se, statistic="prompt_mean")

@@ -20,6 +20,7 @@ import torch
 from paintbench.errors import UserError
 
 Premise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, float]]
+ObjectCount = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class World:
     premise: Premise | None = None                                 # (codes, commit_step, struct) → stats
     metrics: tuple[str, ...] = ()                                  # its reward metrics
     block: int = 1                                                 # tokens per object side (blocks: 2)
+    objects: ObjectCount | None = None                             # codes [R, N] → objects drawn per image [R]
 
 
 def _shapes() -> World:
@@ -40,7 +42,7 @@ def _shapes() -> World:
 
     return World("shapes", codebook.GRID, codebook.PATCH, codebook.NUM_TOKENS,
                  render=lambda t: render.render(t, patch=codebook.PATCH), oracle=layouts.oracle_tokens,
-                 metrics=("shapes-geneval",))
+                 metrics=("shapes-geneval",), objects=lambda codes: (codes != codebook.BACKGROUND).sum(dim=1))
 
 
 def _blocks(order: str, name: str) -> World:
@@ -48,7 +50,8 @@ def _blocks(order: str, name: str) -> World:
 
     return World(name, codebook.GRID, codebook.PATCH, codebook.NUM_TOKENS, render=codebook.render,
                  oracle=partial(layouts.oracle_tokens, order=order), premise=objects.premise_stats,
-                 metrics=("blocks-layout", "blocks-detail", "blocks-geneval"), block=codebook.BLOCK)
+                 metrics=("blocks-layout", "blocks-detail", "blocks-geneval"), block=codebook.BLOCK,
+                 objects=objects.object_count)
 
 
 _FACTORIES: dict[str, Callable[[], World]] = {

@@ -79,8 +79,9 @@ class HTGRPOConfig:
     prompts: str = _f("shapes", "training prompts: 'shapes' (the shapes world's generator) or a JSONL "
                                 "file of GenEval-format records / {'prompt': ...} lines, or a .txt file")
     prompt_seed: int = _f(1, "seed of the shapes prompt generator (the shapes eval suite uses 0)")
-    prompt_split: str = _f("train", "which side of the shapes prompts' held-out split to train on: train | "
-                                    "heldout | all (evaluation suites *-heldout use the other side)")
+    prompt_split: str = _f("train", "which side of the shapes prompts' split to train on: train (= fit + "
+                                    "validation) | fit (train without the validation prompts, for tuning) | "
+                                    "validation | heldout | all (evaluation suites *-heldout use the held-out side)")
     prompts_per_tag: int = _f(200, "shapes prompts per GenEval tag (smaller tags are used whole)")
     prompts_per_step: int = _f(8, "B: prompts per round (global, across all processes)")
     group_size: int = _f(8, "G: images per prompt (MaskGRPO: 9)")
@@ -157,6 +158,10 @@ class HTGRPOConfig:
     eval_images_per_prompt: int = _f(1, "images per prompt in periodic evaluation")
     eval_max_prompts: int = _f(0, "cap on evaluation prompts (0 = the whole suite)")
     tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
+    guard_every: int = _f(5, "guard metrics (trainer.guard: ratio, out-of-clip share and KL of the update and to "
+                             "the reference, each rollout token read on the canvas it was committed from) in round 1 "
+                             "and every N rounds (0 = never); costs T/guard_shrink forwards of every rollout, twice")
+    guard_shrink: int = _f(1, "guard metrics: consecutive commit steps merged into one sampling-context view")
 
     def __post_init__(self) -> None:
         _check_choice("preset", self.preset, PRESETS)
@@ -164,7 +169,7 @@ class HTGRPOConfig:
         from paintbench.harness.worlds import WORLDS
 
         _check_choice("world", self.world, WORLDS)
-        _check_choice("prompt_split", self.prompt_split, ("train", "heldout", "all"))
+        _check_choice("prompt_split", self.prompt_split, ("train", "fit", "validation", "heldout", "all"))
         _check_choice("temperature_mode", self.temperature_mode, ("compound", "constant"))
         _check_choice("sampler", self.sampler, ("maskgit", "emerge"))
         _check_choice("reward_aggregation", self.reward_aggregation, ("sum_then_normalize", "normalize_then_sum"))
@@ -181,8 +186,10 @@ class HTGRPOConfig:
         _check_choice("ratio_level", self.ratio_level, ("token", "sequence"))
         if self.ratio_level == "sequence" and self.loss_norm != "sequence":
             raise UserError("ratio_level=sequence (one ratio per rollout) needs loss_norm=sequence")
-        if self.trace_shrink < 1:
-            raise UserError(f"trace_shrink must be >= 1, got {self.trace_shrink}")
+        if self.trace_shrink < 1 or self.guard_shrink < 1:
+            raise UserError(f"trace_shrink and guard_shrink must be >= 1, got {self.trace_shrink}, {self.guard_shrink}")
+        if self.guard_every < 0 or self.warmup_steps < 0:
+            raise UserError(f"guard_every and warmup_steps must be >= 0, got {self.guard_every}, {self.warmup_steps}")
         _check_choice("loss_norm", self.loss_norm, ("token", "sequence"))
         _check_choice("lr_schedule", self.lr_schedule, ("constant_with_warmup", "cosine"))
         if self.group_size < 1 or self.prompts_per_step < 1 or self.inner_iters < 1 or self.rollout_steps < 1:

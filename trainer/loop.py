@@ -8,7 +8,9 @@
         struct   = partition(commit step, entropy);  Â = A · credit_weights(struct, ...)
         plan     = for k in 1..K: stage, candidate set, token subset S_k, estimator canvas
         lp_old, lp_ref = estimator under θ_old and π_ref (once per round for the full-mask context)
+        guard    = every few rounds: each token's log-prob on the canvas it was sampled from, before ...
         for k in 1..K:  loss_k = clipped surrogate + β·k3 KL over S_k;  one optimizer step
+        guard    = ... and after the K steps: the update's real ratio and KL (trainer.guard)
         log, sample images, evaluate, checkpoint
 
 `Trainer.round` is exactly this list; each line is one method below it. The pure maths lives in
@@ -35,6 +37,7 @@ from paintbench.errors import UserError
 from paintbench.harness.dist import Dist
 from paintbench.trainer import advantages as adv_mod
 from paintbench.trainer import checkpoint as ckpt
+from paintbench.trainer import guard as guard_mod
 from paintbench.trainer.config import HTGRPOConfig
 from paintbench.trainer.credit import token_advantages
 from paintbench.trainer.data import batch_indices, hash_seed, load_records
@@ -47,7 +50,15 @@ from paintbench.trainer.progress import Progress
 from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
 from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
 from paintbench.trainer.schedule import candidates, subset_noise, token_subset
-from paintbench.trainer.strategies import CONTEXTS, CREDITS, ContextInput, View, forwards, only_full_mask
+from paintbench.trainer.strategies import (
+    CONTEXTS,
+    CREDITS,
+    ContextInput,
+    View,
+    forwards,
+    only_full_mask,
+    trace_views,
+)
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
 
@@ -263,7 +274,11 @@ class Trainer:
         self.credit(batch)
         self.plan(batch)
         lp_old, lp_ref = self.old_and_reference_logps(batch)
-        return self.update(batch, lp_old, lp_ref)
+        before = self.guard_before(batch)
+        stats = self.update(batch, lp_old, lp_ref)
+        if before is not None:
+            stats["guard"] = self.guard_after(batch, *before)
+        return stats
 
     # 1. prompts ----------------------------------------------------------------------------------------
     def prompts(self, step: int) -> RoundBatch:
@@ -387,6 +402,39 @@ class Trainer:
             return [None]
         return [torch.arange(s, min(s + per, rows)) for s in range(0, rows, per)]
 
+    # 6b. guard: the update measured where the images are sampled (trainer.guard) -------------------------
+    def guard_due(self, step: int) -> bool:
+        every = self.cfg.guard_every
+        return every > 0 and (step == 1 or step % every == 0)
+
+    @torch.no_grad()
+    def guard_before(self, batch: RoundBatch) -> tuple[list[View], torch.Tensor, torch.Tensor | None] | None:
+        """Each rollout token's log-prob on the canvas it was committed from, under the rollout policy
+        (θ before this round's update) and the reference; None in rounds without guard metrics."""
+        if not self.guard_due(batch.step):
+            return None
+        roll = batch.roll
+        assert roll is not None
+        views = trace_views(roll.codes, roll.commit_step, roll.num_steps, self.cfg.guard_shrink)
+        self.policy.eval()
+        before = self._logps(self.policy, batch.estimator, views)
+        ref = self._logps(self.reference, batch.estimator, views) if self.reference is not None else None
+        return views, before, ref
+
+    @torch.no_grad()
+    def guard_after(self, batch: RoundBatch, views: list[View], before: torch.Tensor,
+                    ref: torch.Tensor | None) -> dict[str, float]:
+        self.policy.eval()
+        after = self._logps(self.policy, batch.estimator, views)
+        sums = guard_mod.sampling_context_sums(before, after, ref, clip_eps=self.cfg.clip_eps)
+        maxima = ("ratio_max", "inv_ratio_max")
+        added = [k for k in sums if k not in maxima]
+        sums.update(zip(added, self.dist.sum([sums[k] for k in added]), strict=True))
+        top = self.dist.all_gather_cat(torch.tensor([[sums[k] for k in maxima]], dtype=torch.float64,
+                                                     device=self.device)).amax(dim=0)
+        sums.update(zip(maxima, top.tolist(), strict=True))
+        return guard_mod.guard_metrics(sums)
+
     # 7. K inner iterations, one optimizer step each ---------------------------------------------------
     def update(self, batch: RoundBatch, lp_old: list[torch.Tensor], lp_ref: list[torch.Tensor | None]) -> dict[str, Any]:
         cfg = self.cfg
@@ -452,7 +500,15 @@ class Trainer:
                                           float(batch.struct.numel())])
         out["entropy"] = ent / max(cnt, 1.0)
         out["structure_frac"] = struct / max(cnt, 1.0)
-        premise = getattr(getattr(self.policy, "world", None), "premise", None)
+        world = getattr(self.policy, "world", None)
+        count = getattr(world, "objects", None)
+        if count is not None:  # objects drawn vs asked: a policy that stops drawing (or overshoots) shows here
+            g = cfg.group_size
+            asked = torch.tensor([guard_mod.asked_objects(batch.records[r // g]) for r in batch.rows], device=self.device)
+            drawn = self.dist.all_gather_cat(count(batch.roll.codes).to(self.device))
+            out.update(guard_mod.object_metrics(drawn, self.dist.all_gather_cat(asked)))
+        out.update(upd.get("guard", {}))
+        premise = getattr(world, "premise", None)
         if premise is not None:  # the world's premise (blocks: layout tokens first?), on this rank's rollouts
             out.update(premise(batch.roll.codes, batch.roll.commit_step, batch.struct))
         for stage, st in upd["per_stage"].items():

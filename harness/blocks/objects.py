@@ -129,6 +129,12 @@ def token_roles(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return layout.clone(), per_token & ~layout
 
 
+def object_count(codes: torch.Tensor) -> torch.Tensor:
+    """Objects drawn per image [R]: the slots whose anchor token is an object anchor."""
+    layout, _ = token_roles(codes)
+    return ((_kinds_on(codes.device)[codes.clamp_min(0)] == _ANCHOR) & layout).sum(dim=1)
+
+
 def premise_stats(codes: torch.Tensor, commit_step: torch.Tensor, struct: torch.Tensor) -> dict[str, float]:
     """The world's premise, per round: the share of layout tokens in the structure set, and the mean
     commit step of layout tokens, of object anchors, and of object fills (detail)."""

@@ -22,6 +22,12 @@ combination the policy never trained on: two of the six shapes alone (single_obj
 unordered shape pairs (two_object and position, every relation), one count per shape (counting), 12 of
 the 60 (shape, colour) pairs (colors; color_attr when either object uses one). The rules are index
 arithmetic on `SHAPES`/`COLOURS`, so every tag keeps records on both sides.
+
+Validation split, for tuning hyperparameters without touching the held-out side: `is_validation`
+carves whole combinations out of the *training* side by the same kind of rule (one shape alone, two
+shape pairs, three (shape, count) pairs, six (shape, colour) pairs). `split="validation"` draws from
+them, `split="fit"` from the training side without them, so fit, validation and held-out prompts are
+pairwise disjoint by combination; `split="train"` (fit + validation) is unchanged.
 """
 
 from __future__ import annotations
@@ -143,7 +149,8 @@ def all_records(tag: str, shapes: Sequence[str] = SHAPES) -> list[dict[str, Any]
         raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}") from None
 
 
-SPLITS: tuple[str, ...] = ("train", "heldout")
+SPLITS: tuple[str, ...] = ("train", "heldout", "fit", "validation")
+"""`train` = every record that is not held out = `fit` + `validation` (see the module docstring)."""
 
 
 def _pair_heldout(a: str, b: str) -> bool:
@@ -169,6 +176,47 @@ def is_heldout(record: dict[str, Any]) -> bool:
     raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}")
 
 
+def _pair_validation(a: str, b: str) -> bool:
+    i, j = sorted((SHAPES.index(a), SHAPES.index(b)))
+    return (i + j) % 4 == 3 and i % 2 == 0
+
+
+def _colour_validation(shape: str, colour: str) -> bool:
+    c = COLOURS.index(colour)
+    return (SHAPES.index(shape) + c) % 5 == 2 and c % 2 == 0
+
+
+def is_validation(record: dict[str, Any]) -> bool:
+    """Whether a training-side record belongs to the validation split (never true of a held-out one):
+    it uses a validation shape (alone), shape pair, (shape, count) or (shape, colour) combination."""
+    if is_heldout(record):
+        return False
+    tag, inc = record["tag"], record["include"]
+    if tag == "single_object":
+        return SHAPES.index(inc[0]["class"]) == 3
+    if tag in ("two_object", "position"):
+        return _pair_validation(inc[0]["class"], inc[1]["class"])
+    if tag == "counting":
+        i = SHAPES.index(inc[0]["class"])
+        return (i + int(inc[0]["count"])) % 3 == 1 and i % 2 == 0
+    if tag in ("colors", "color_attr"):
+        return any(_colour_validation(c["class"], c["color"]) for c in inc)
+    raise ValueError(f"unknown tag {tag!r}; tags are {TAGS}")
+
+
+def in_split(record: dict[str, Any], split: str) -> bool:
+    """Whether `record` lies on side `split` of the prompts (one of `SPLITS`)."""
+    if split == "heldout":
+        return is_heldout(record)
+    if split == "train":
+        return not is_heldout(record)
+    if split == "validation":
+        return is_validation(record)
+    if split == "fit":
+        return not is_heldout(record) and not is_validation(record)
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
 def make_prompts(
     seed: int = DEFAULT_SEED,
     n_per_tag: int | dict[str, int] = DEFAULT_N_PER_TAG,
@@ -180,8 +228,8 @@ def make_prompts(
     tag in `tags` order, each tag drawn without replacement by its own generator seeded by
     (seed, tag). Deterministic: the same arguments give the same list on any machine.
 
-    `n_per_tag` may be a dict {tag: n} (missing tags get `DEFAULT_N_PER_TAG`). `split` ("train" or
-    "heldout") draws from that side of `is_heldout` only; None draws from every record.
+    `n_per_tag` may be a dict {tag: n} (missing tags get `DEFAULT_N_PER_TAG`). `split` (one of `SPLITS`:
+    train, heldout, fit, validation) draws from that side only; None draws from every record.
     """
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
@@ -192,7 +240,7 @@ def make_prompts(
             raise ValueError(f"n_per_tag must be >= 0, got {n} for {tag}")
         space = all_records(tag)
         if split is not None:
-            space = [r for r in space if is_heldout(r) == (split == "heldout")]
+            space = [r for r in space if in_split(r, split)]
         rng = np.random.default_rng([seed, zlib.crc32(tag.encode())])
         chosen = rng.permutation(len(space))[: min(n, len(space))]
         out.extend(space[i] for i in chosen)
