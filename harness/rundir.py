@@ -203,22 +203,9 @@ class RunDir:
         """Hold the run directory for this process: a second paintbench process on the same --out is
         refused at once, naming the holder, instead of racing on the same files. The OS releases the lock
         when the holder exits, even when it is killed."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
-                raise UserError(f"{self.root} is in use by {holder}; wait for it to finish (or stop it), then rerun "
-                                "to resume") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                          f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        with hold_folder(self.root):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
+
 
     def _config_doc(self) -> dict[str, Any]:
         try:
@@ -356,3 +343,34 @@ def read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+
+
+@contextlib.contextmanager
+def hold_folder(root: Path) -> Iterator[None]:
+    """Hold `root` for this process through `root/.lock` (see `RunDir.lock`; `train` takes it too).
+
+    The lock file is opened without following a link and must be a regular file with one name: a
+    `.lock` someone planted as a link, a FIFO or a hard link to another file is refused, never
+    truncated or written."""
+    from paintbench.files import open_fd
+
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".lock"
+    fd = open_fd(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_nlink != 1:
+        os.close(fd)
+        raise UserError(f"{path}: has other names (a hard link); remove it, paintbench makes its own lock file")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = "".join(c if c.isprintable() else "?" for c in holder)[:200]
+            raise UserError(f"{root} is in use by {holder}; wait for it to finish (or stop it), then rerun "
+                            "to resume") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -26,8 +26,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from paintbench.errors import UserError
 from paintbench.harness.rundir import read_text
 from paintbench.metrics.weights import sha256_file
@@ -129,6 +127,14 @@ def parse_suite(data: dict[str, Any], path: Path | None = None) -> Suite:
     unknown = sorted(set(data) - known)
     if unknown:
         raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if not isinstance(data["name"], str) or not data["name"].strip() or len(data["name"]) > 200:
+        raise UserError(f"{where}: `name` must be a short string")
+    if not isinstance(data["version"], (str, int)) or isinstance(data["version"], bool) or len(str(data["version"])) > 100:
+        raise UserError(f"{where}: `version` must be a short string or number")
+    grid = data.get("grid")
+    if grid is not None and not (isinstance(grid, dict) and len(grid) <= 8 and all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64 for k, v in grid.items())):
+        raise UserError(f"{where}: `grid` must map a few names to whole numbers from 1 to 64 (e.g. rows: 2, cols: 2)")
     if not isinstance(data["prompts"], dict) or "format" not in data["prompts"]:
         raise UserError(f"{where}: `prompts` must be a mapping with a `format`")
     metrics_ = []
@@ -183,7 +189,8 @@ def suite_files(include_paths: list[str | Path] | None = None) -> dict[str, Path
             raise UserError(f"{folder}: include path is not a folder")
         for f in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
             data = _read_yaml(f)
-            name = str((data if isinstance(data, dict) else {}).get("name", f.stem))
+            raw = data.get("name") if isinstance(data, dict) else None
+            name = raw if isinstance(raw, str) and raw else f.stem
             if name in found and found[name] != f:
                 raise UserError(f"{f}: suite name {name!r} is already taken by {found[name]}; give it another "
                                 "`name:` (or pass the file's path instead of the name)")
@@ -192,15 +199,11 @@ def suite_files(include_paths: list[str | Path] | None = None) -> dict[str, Path
 
 
 def _read_yaml(path: Path) -> Any:
-    """A suite file as data: YAML's safe loader (no `!!python` tags), errors naming the file."""
-    try:
-        return yaml.safe_load(read_text(path))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid suite YAML ({str(e).splitlines()[0]})") from e
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e})") from e
-    except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from e
+    """A suite file as data: a regular file within the config cap, YAML's safe loader (no `!!python`
+    tags), no anchors or aliases, bounded nesting (`paintbench.files`); errors name the file."""
+    from paintbench import files
+
+    return files.load_yaml(files.read_text(path, "config"), path)
 
 
 def load_suite(name_or_path: str, include_paths: list[str | Path] | None = None) -> Suite:

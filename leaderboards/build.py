@@ -343,7 +343,7 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
     for e in exps:
         ctx = experiment_context(e)
         st = e.path.stat()
-        pages.append(Page(f"{e.slug}.html", "experiment.html.j2", ctx, tables=[w["table"] for w in ctx["worlds"]],
+        pages.append(Page(f"{e.slug}.html", "experiment.html.j2", ctx, tables=[t for w in ctx["worlds"] for t in (w["table"], w["tuning"]) if t is not None],
                           key=[str(e.path.resolve()), f"{st.st_size}:{st.st_mtime_ns}"]))
     _unique_ids([tb for pg in pages for tb in pg.tables])
     report.timings["tables"] = time.perf_counter() - t

@@ -1,6 +1,9 @@
 """A training experiment's page: the summary `benchmarks/bench_hierarchy.py report --json` writes
 (worlds × methods × seeds), as tables (final held-out scores, paired differences to the reference
-method with their bootstrap CIs and p-values) and learning curves with ± 1 SD bands over seeds."""
+method with their bootstrap CIs and the exact sign-flip, t and bootstrap p-values; the learning-rate
+tuning grid on the validation prompts with the chosen rates), the per-seed final scores, learning
+curves with ± 1 SD bands over seeds, and the guard metrics (the update measured in the sampling
+contexts; objects per image). Summaries written before the tuned protocol (no `tuning`) still render."""
 
 from __future__ import annotations
 
@@ -12,11 +15,19 @@ from typing import Any
 from markupsafe import Markup
 
 from paintbench.errors import UserError
-from paintbench.leaderboards.model import slugify
-from paintbench.leaderboards.plots import line_chart
+from paintbench.leaderboards.model import is_number, slugify
+from paintbench.leaderboards.plots import line_chart, strip_plot
 from paintbench.leaderboards.tables import Cell, Column, Row, Table
 
 OUTCOME_LABELS = {"total": "Total (layout + detail)", "layout": "Layout", "detail": "Detail", "geneval": "GenEval accuracy"}
+GUARD_LABELS = {
+    "guard/out_of_clip_frac": "share of rollout tokens out of the clip band after the round (sampling contexts)",
+    "guard/ratio_max": "largest ratio new / rollout policy (sampling contexts)",
+    "guard/kl_update": "KL(rollout ‖ updated policy), sampling contexts",
+    "guard/kl_ref": "KL(rollout ‖ reference), sampling contexts",
+    "objects/per_image": "objects drawn per image (training rollouts)",
+    "objects/over_asked_frac": "share of images with more objects than asked",
+}
 
 
 @dataclass
@@ -49,22 +60,57 @@ def world_table(exp: Experiment, world: str) -> Table:
     outcomes = [o for o in OUTCOME_LABELS if o in next(iter(w["methods"].values()))]
     cols = [Column("method", "Method", "text")]
     cols += [Column(o, OUTCOME_LABELS[o], "number", 1.0, 3, help="mean over seeds (hover: SD)") for o in outcomes]
+    tuned = "tuning" in w
+    if tuned:
+        cols.insert(1, Column("lr", "lr (tuned)", "text", help="the rate chosen on the validation prompts"))
     cols += [Column("delta", "Δ total vs HT-GRPO", "number", 1.0, 3, ci=True,
-                    help="paired bootstrap over seeds: method − HT-GRPO, 95 % CI"),
-             Column("p", "p", "number", 1.0, 3), Column("cpu", "CPU s", "number", 1.0, 0)]
+                    help="paired bootstrap over seeds: method − HT-GRPO, 95 % CI")]
+    if tuned:
+        cols += [Column("p_exact", "p (exact)", "number", 1.0, 3, help="exact sign-flip permutation test over seeds"),
+                 Column("p_t", "p (t)", "number", 1.0, 3, help="paired t-test over seeds")]
+    cols += [Column("p", "p (bootstrap)" if tuned else "p", "number", 1.0, 3), Column("cpu", "CPU s", "number", 1.0, 0)]
     start = next(iter(w["methods"].values())).get("start") or {}
     rows = [Row({"method": Cell("starting policy (warm start)"), **{o: Cell(start.get(o)) for o in outcomes}})]
     for method, e in w["methods"].items():
         cells = {"method": Cell(method), "cpu": Cell(e.get("cpu_seconds"))}
+        if tuned:
+            cells["lr"] = Cell(f"{e['lr']:g}" if is_number(e.get("lr")) else None)
         for o in outcomes:
             cells[o] = Cell(e[o]["mean"], note=f"SD {e[o]['sd']:.3f} over seeds")
         c = e.get("total", {}).get("vs_htgrpo")
         cells["delta"] = Cell(c["difference"], c["low"], c["high"]) if c else Cell(None)
         cells["p"] = Cell(c["p_value"] if c else None)
+        cells["p_exact"] = Cell(c.get("p_permutation") if c else None)
+        cells["p_t"] = Cell(c.get("p_t") if c else None)
         rows.append(Row(cells))
     seeds = len(w.get("seeds", []))
-    return Table(id=f"{exp.slug}-{world}", title=f"{world}: final scores on held-out prompts ({seeds} seeds)",
+    split = "held-out prompts" if w.get("split", "heldout") == "heldout" else f"{w['split']} prompts"
+    return Table(id=f"{exp.slug}-{world}", title=f"{world}: final scores on {split} ({seeds} seeds)",
                  columns=cols, rows=rows, caption=premise_line(w))
+
+
+def tuning_table(exp: Experiment, world: str) -> Table | None:
+    """The learning-rate grid: mean final validation total over the tuning seeds; the chosen rate marked."""
+    w = exp.data["worlds"][world]
+    grid = w.get("tuning")
+    if not isinstance(grid, dict) or not grid:
+        return None
+    rates = sorted({lr for cells in grid.values() for lr in cells}, key=float)
+    cols = [Column("method", "Method", "text")] + [
+        Column(f"lr{lr}", f"lr {lr}", "number", 1.0, 3, help="mean final validation total (hover: SD, seeds)")
+        for lr in rates]
+    rows = []
+    for method, cells in grid.items():
+        chosen = (w.get("chosen_lr") or {}).get(method)
+        row = {"method": Cell(method)}
+        for lr in rates:
+            c = cells.get(lr)
+            mark = " · chosen" if chosen is not None and float(lr) == float(chosen) else ""
+            row[f"lr{lr}"] = Cell(c["mean"], note=f"SD {c['sd']:.3f} over {len(c['per_seed'])} seeds{mark}") if c else Cell(None)
+        rows.append(Row(row))
+    return Table(id=f"{exp.slug}-{world}-tuning", title=f"{world}: learning-rate tuning on the validation prompts",
+                 columns=cols, rows=rows,
+                 caption="Chosen per method: " + ", ".join(f"{m} {float(v):g}" for m, v in (w.get("chosen_lr") or {}).items()))
 
 
 def premise_line(w: dict[str, Any]) -> str:
@@ -89,11 +135,26 @@ def world_charts(exp: Experiment, world: str) -> list[Markup]:
             bands.append([(x, m - sd, m + sd) for x, m, sd in pts])
         if any(pts for _, pts in series):
             charts.append(line_chart(series, title=f"{world}: {label}", x_label="round", bands=bands, legend=True))
+    per_seed = [(method, e.get("total", {}).get("per_seed") or []) for method, e in w["methods"].items()]
+    if any(vals for _, vals in per_seed):
+        charts.insert(0, strip_plot(per_seed, title=f"{world}: final total per seed (bar: mean)"))
+    return charts
+
+
+def guard_charts(exp: Experiment, world: str) -> list[Markup]:
+    """The guard metrics over rounds, mean over seeds, one line per method."""
+    w = exp.data["worlds"][world]
+    charts = []
+    for key, label in GUARD_LABELS.items():
+        series = [(method, [(x, m) for x, m, _ in (e.get("guard") or {}).get(key, [])]) for method, e in w["methods"].items()]
+        if any(pts for _, pts in series):
+            charts.append(line_chart(series, title=label, x_label="round", legend=True))
     return charts
 
 
 def experiment_context(exp: Experiment) -> dict[str, Any]:
-    worlds = [{"name": world, "table": world_table(exp, world), "charts": world_charts(exp, world)}
+    worlds = [{"name": world, "table": world_table(exp, world), "tuning": tuning_table(exp, world),
+               "charts": world_charts(exp, world), "guard": guard_charts(exp, world)}
               for world in exp.data["worlds"]]
     return {"experiment": exp, "worlds": worlds, "protocol": exp.data.get("protocol", ""),
             "cpu_minutes": (exp.data.get("cpu_seconds_total") or 0) / 60}

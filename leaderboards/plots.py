@@ -206,6 +206,48 @@ def interval_plot(items: Sequence[tuple[str, float | None, float | None, float |
     return Markup("".join(out))
 
 
+def strip_plot(items: Sequence[tuple[str, Sequence[float]]], *, title: str, decimals: int = 3,
+               width: int = 560) -> Markup:
+    """One row per (label, values): every value as a hollow dot (e.g. one per seed) and their mean as a
+    bar, so a reader sees the spread and the outliers behind a mean ± SD."""
+    rows = [(str(lab), [v for v in vals if is_number(v)]) for lab, vals in items]
+    row_h, top, bottom = 22, 26, 24
+    label_w = min(220, 12 + 6.5 * max((len(r[0]) for r in rows), default=4))
+    value_w = 64
+    height = top + bottom + row_h * max(1, len(rows))
+    pw = width - label_w - value_w - 12
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" role="img" aria-label="{escape(title)}" {FONT}>', f"<title>{escape(title)}</title>",
+           f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
+    nums = [v for _, vals in rows for v in vals]
+    if not nums:
+        out.append(f'<text x="4" y="{top + 12}" fill="#666">no data</text></svg>')
+        return Markup("".join(out))
+    v0, v1 = _padded(min(nums), max(nums))
+
+    def px(v: float) -> float:
+        return label_w + (v - v0) / (v1 - v0) * pw
+
+    for t in nice_ticks(v0, v1):
+        out.append(f'<line x1="{_f(px(t))}" x2="{_f(px(t))}" y1="{top - 4}" y2="{height - bottom}" stroke="#eee"/>'
+                   f'<text x="{_f(px(t))}" y="{height - bottom + 14}" text-anchor="middle" fill="#444">{fmt_tick(t)}</text>')
+    for i, (label, vals) in enumerate(rows):
+        y = top + row_h * i + row_h / 2
+        colour = PALETTE[i % len(PALETTE)]
+        out.append(f'<g class="row" data-label="{escape(label)}"><title>{escape(label)}</title>'
+                   f'<text x="{label_w - 6}" y="{_f(y + 4)}" text-anchor="end">{escape(_clip(label, 34))}</text>')
+        for v in vals:
+            out.append(f'<circle class="point" cx="{_f(px(v))}" cy="{_f(y)}" r="3.5" fill="none" stroke="{colour}" '
+                       f'stroke-width="1.4"><title>{v:.{decimals}f}</title></circle>')
+        if vals:
+            m = sum(vals) / len(vals)
+            out.append(f'<line x1="{_f(px(m))}" x2="{_f(px(m))}" y1="{_f(y - 8)}" y2="{_f(y + 8)}" stroke="#222" '
+                       f'stroke-width="2"/><text x="{width - 8}" y="{_f(y + 4)}" text-anchor="end">{m:.{decimals}f}</text>')
+        out.append("</g>")
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -213,7 +255,7 @@ def _clip(text: str, n: int) -> str:
 #: prefixes whose two-part keys share a unit and read best on one chart (time/rollout_s, time/update_s, ...)
 SHARED_UNIT_PREFIXES = ("time",)
 #: chart order of a training report: rewards first, then the policy-update health signals
-PRIORITY = ("reward", "kl", "clip_frac", "entropy", "frac_zero_std", "adv", "loss", "ratio", "stage", "eval")
+PRIORITY = ("reward", "kl", "clip_frac", "guard", "objects", "entropy", "frac_zero_std", "adv", "loss", "ratio", "stage", "eval")
 
 
 def chart_groups(keys: Sequence[str]) -> list[tuple[str, list[tuple[str, str]]]]:

@@ -43,6 +43,7 @@ from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
 from paintbench.metrics.preprocess import openai_clip_pixels
+from paintbench.metrics.remote_code import refuse_remote_code
 
 # What these metrics are and which files they read, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -132,9 +133,10 @@ class TorchmetricsClipScoreProvider(Provider):
         from paintbench.metrics.pickscore import pil_image_processor
 
         self.folder = wts.pick(TORCHMETRICS_WEIGHT, weights, weights_dir, primary=TORCHMETRICS_WEIGHT)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(self.folder)), local_files_only=True,
+                                                       trust_remote_code=False)
         self.image_processor = pil_image_processor(self.folder)
-        self.model = CLIPModel.from_pretrained(str(self.folder), local_files_only=True)
+        self.model = CLIPModel.from_pretrained(str(self.folder), local_files_only=True, trust_remote_code=False)
         self.model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         crop = self.image_processor.crop_size
         self.image_size = int(crop["height"] if isinstance(crop, dict) else getattr(crop, "height", crop))

@@ -45,6 +45,7 @@ from torch import nn
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
+from paintbench.metrics.remote_code import refuse_remote_code
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -250,7 +251,8 @@ def load_tokenizer(base: Path) -> tuple[Any, str | None]:
     `chat_template.json` when the folder has one (else the tokenizer's own)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(base), local_files_only=True, padding_side="right")
+    tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(base)), local_files_only=True,
+                                              trust_remote_code=False, padding_side="right")
     tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})
     template_file = base / "chat_template.json"
     template = json.loads(template_file.read_text(encoding="utf-8"))["chat_template"] if template_file.is_file() else None
@@ -263,7 +265,7 @@ def pil_image_processor(base: Path) -> Any:
     import transformers
 
     cls = getattr(transformers, "Qwen2VLImageProcessorPil", None) or transformers.Qwen2VLImageProcessor
-    return cls.from_pretrained(str(base), local_files_only=True)
+    return cls.from_pretrained(str(base), local_files_only=True, trust_remote_code=False)
 
 
 def build_model(base: Path, state: Mapping[str, torch.Tensor], vocab: int, checkpoint: Path,
@@ -273,13 +275,13 @@ def build_model(base: Path, state: Mapping[str, torch.Tensor], vocab: int, check
     model would take minutes and 33 GB; a tensor the file lacks or has extra is an error naming it)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    config = Qwen2VLConfig.from_pretrained(str(base), local_files_only=True)
+    config = Qwen2VLConfig.from_pretrained(str(refuse_remote_code(base)), local_files_only=True, trust_remote_code=False)
     getattr(config, "text_config", config).vocab_size = vocab
     config.vocab_size = vocab
     with torch.device("meta"):
         keys = set(Qwen2VLForConditionalGeneration(config).state_dict())
     model, info = Qwen2VLForConditionalGeneration.from_pretrained(
-        None, config=config, state_dict=map_checkpoint_keys(state, keys), output_loading_info=True,
+        None, config=config, state_dict=map_checkpoint_keys(state, keys), output_loading_info=True, trust_remote_code=False,
         **{"dtype" if _transformers_major() >= 5 else "torch_dtype": dtype})
     problems = {k: sorted(v)[:3] for k, v in info.items() if v and k != "error_msgs"}
     if problems or info.get("error_msgs"):
@@ -352,7 +354,7 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "h
         "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "vocab_size": vocab}), encoding="utf-8")
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    config = Qwen2VLConfig.from_pretrained(str(base))
+    config = Qwen2VLConfig.from_pretrained(str(refuse_remote_code(base)), local_files_only=True, trust_remote_code=False)
     getattr(config, "text_config", config).vocab_size = vocab + 1      # + HPSv3's <|Reward|>
     config.vocab_size = vocab + 1
     torch.manual_seed(seed)

@@ -68,6 +68,26 @@ def check_size(width: int, height: int, label: str) -> None:
                             f"{MAX_ASPECT_ENV} to score it anyway)")
 
 
+HEADER_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                 Image.DecompressionBombWarning)
+
+
+def image_header(source: str | os.PathLike[str] | BinaryIO, label: str | None = None) -> tuple[int, int]:
+    """(width, height) from an image file's header, checked against `image_limits()` before any pixel is
+    decoded. Every entry point that sizes an image first reads it here: a 45-byte PNG declaring
+    30000x30000 (PIL's own decompression-bomb error included) is one `BadImageError` naming the file."""
+    label = label or str(source)
+    try:
+        with Image.open(source) as im:
+            width, height = im.size
+    except HEADER_ERRORS as e:
+        if isinstance(e, BadImageError):
+            raise
+        raise BadImageError(f"{label}: cannot be read as an image ({type(e).__name__}: {e})") from None
+    check_size(width, height, label)
+    return width, height
+
+
 def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None = None) -> Image.Image:
     """Decode one image fully (so truncation is caught here) and apply the documented conversions. Its
     size is checked against `image_limits()` from the header first. An animated image is its first

@@ -46,6 +46,7 @@ from torch import nn
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
+from paintbench.metrics.remote_code import refuse_remote_code
 
 # What these metrics are and which files they read, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -241,7 +242,8 @@ class UniPerceptModel:
         self.folder, self.device, self.dtype = folder, device, dtype
         require_fits("unipercept", wts.safetensors_files(folder, "UniPercept"), device, dtype)
         self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+                                                       trust_remote_code=False)
         self.system_message = self.config.get("system_message", DEFAULT_SYSTEM_MESSAGE)
         state = read_folder_state(folder)
         with torch.device("meta"):
@@ -315,6 +317,7 @@ def build_language_model(config: Mapping[str, Any], state: Mapping[str, torch.Te
     mapped = OrderedDict((k[len("language_model."):], v) for k, v in state.items() if k.startswith("language_model."))
     major = int(transformers.__version__.split(".")[0])
     model, info = Qwen2ForCausalLM.from_pretrained(None, config=qwen_config, state_dict=mapped, output_loading_info=True,
+                                                   trust_remote_code=False,
                                                    **{"dtype" if major >= 5 else "torch_dtype": dtype})
     problems = {k: sorted(v)[:3] for k, v in info.items() if v and k != "error_msgs"}
     if problems:

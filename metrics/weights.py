@@ -406,9 +406,21 @@ def safetensors_files(folder: Path, what: str) -> list[Path]:
     checked present, naming the missing one)."""
     import json
 
+    from paintbench import files as safe
+
     index = folder / "model.safetensors.index.json"
-    files = (sorted({folder / f for f in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
-             if index.is_file() else [folder / "model.safetensors"])
+    if index.is_file():
+        try:
+            weight_map = json.loads(safe.read_text(index, "config")).get("weight_map")
+        except (json.JSONDecodeError, AttributeError):
+            raise InputError(f"{index}: not a safetensors index (JSON with a 'weight_map')") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise InputError(f"{index}: 'weight_map' must map tensor names to shard file names")
+        # every shard lies inside the folder (no '../../etc/passwd', no absolute path to another model),
+        # so the folder's fingerprint covers exactly the files that are read
+        files = sorted({safe.inside(folder, name, "shard") for name in weight_map.values()})
+    else:
+        files = [folder / "model.safetensors"]
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: missing ({what}'s weights: model.safetensors or the shards of its index)")

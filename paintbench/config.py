@@ -61,13 +61,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, skip:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    from paintbench import files
+
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such config file")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: not valid YAML ({e})") from e
+    data = files.load_yaml(files.read_text(p, "config"), p) or {}
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of config keys")
     return data

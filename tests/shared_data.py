@@ -60,14 +60,23 @@ def cache_dir() -> Path:
 
 
 def cached_file(digest: str, filename: str, write: Callable[[Path], None]) -> Path:
-    """A file built once per digest: `write(tmp_path)` produces it, then it is moved into place."""
+    """A file built once per digest: `write(tmp_path)` produces it, then it is moved into place.
+
+    Safe under pytest-xdist: the first worker holds an exclusive lock while it builds, the others wait
+    and then find the finished file (each build writes its own temporary name, so none is ever torn)."""
+    import fcntl
+
     folder = cache_dir() / digest
     target = folder / filename
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (filename + ".part")
-        write(tmp)
-        os.replace(tmp, target)
+    if target.exists():
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / (filename + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            tmp = folder / f"{filename}.{os.getpid()}.part"
+            write(tmp)
+            os.replace(tmp, target)
     return target
 
 

@@ -37,7 +37,7 @@ from paintbench.trainer.policy import MASK
 from paintbench.trainer.sampling import SamplerOptions, keep_masked, make_generators, rollout
 from tests.shared_data import SHARED, require
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.hf]
 
 MMADA_SPECIALS = ("<|soi|>", "<|eoi|>", "<|sov|>", "<|eov|>", "<|t2i|>", "<|mmu|>", "<|t2v|>", "<|v2v|>", "<|lvg|>")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # the config default

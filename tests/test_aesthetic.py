@@ -139,6 +139,7 @@ def test_stored_fixture_checkpoints_load_and_agree(tiny_provider):
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_parity_full_vit_l_14(tmp_path):
     """Full-size OpenAI ViT-L/14 (427M elements, 855 MB fp16), rebuilt once and cached by digest."""
     m = sd.manifest(FULL_MANIFEST)

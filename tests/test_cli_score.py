@@ -21,6 +21,8 @@ from PIL import Image
 
 import shared_data as sd
 
+pytestmark = pytest.mark.hf
+
 METRICS = ["imagereward", "hps-v2.1", "aesthetic"]
 
 

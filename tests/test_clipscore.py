@@ -17,7 +17,7 @@ from paintbench.metrics.images import as_image_batch
 from paintbench.metrics.synthetic import build_state_dict, tensor_sha256
 from tests.shared_data import SHARED, cached_file, require
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.hf]
 FIXTURE = SHARED / "fixtures" / "clipscore"
 
 

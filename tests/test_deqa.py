@@ -15,6 +15,8 @@ from paintbench.metrics.images import as_image_batch
 from paintbench.metrics.synthetic import tensor_sha256
 from tests.shared_data import SHARED, model_folder, require
 
+pytestmark = pytest.mark.hf
+
 FIXTURE = SHARED / "fixtures" / "deqa"
 
 

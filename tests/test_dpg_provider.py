@@ -29,6 +29,8 @@ from paintbench.metrics.dpg.grid import (
 )
 from paintbench.metrics.dpg.mplug import MPLUG_FOLDER, write_tiny_mplug
 
+pytestmark = pytest.mark.hf
+
 R = 24  # tile size; grids are 48 x 48, each tile is resized to the tiny model's 32 x 32
 
 

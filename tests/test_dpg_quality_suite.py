@@ -7,6 +7,8 @@ import pytest
 
 import shared_data as sd
 
+pytestmark = pytest.mark.hf
+
 TABLE3 = ["deqa", "imagereward", "hpsv3", "unipercept-iaa", "unipercept-iqa", "unipercept-ista"]
 
 

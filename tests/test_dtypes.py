@@ -13,6 +13,8 @@ from PIL import Image
 from paintbench import metrics
 from paintbench.metrics.synthetic import write_tiny_weights
 
+pytestmark = pytest.mark.hf
+
 METRICS = ["aesthetic", "imagereward", "hps-v2.1", "pickscore", "clipscore", "clipscore-torchmetrics", "hpsv3", "unipercept-iaa", "unipercept-iqa", "unipercept-ista", "deqa", "geneval", "dpg"]
 META = {"geneval": {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a cat"},
         "dpg": {"item_id": "x", "questions": [{"proposition_id": 1, "question": "is there a cat?", "dependency": "0",

@@ -14,6 +14,8 @@ from paintbench.metrics.geneval import detector as D
 from paintbench.metrics.geneval.detector.conversion import _HF_UNUSED
 from tests.shared_data import SHARED, require
 
+pytestmark = pytest.mark.hf
+
 SCALE = (160, 96)  # a small resize target keeps the tiny model fast; the rules are the same
 
 

@@ -22,6 +22,8 @@ from PIL import Image
 from paintbench.metrics.geneval import detector as D
 from scripts.mmdet_goldens import build_checkpoint_model, mmdet3_state, state_sha256
 
+pytestmark = pytest.mark.hf
+
 GOLDENS = Path(__file__).parent / "data" / "mmdet_goldens"
 MANIFEST = json.loads((GOLDENS / "manifest.json").read_text())
 THRESHOLDS = (0.3, 0.9)

@@ -25,6 +25,8 @@ from paintbench.metrics.geneval.provider import (
 )
 from tests.shared_data import SHARED, require
 
+pytestmark = pytest.mark.hf
+
 SCALE = (160, 96)
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 

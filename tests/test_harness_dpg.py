@@ -16,6 +16,8 @@ from paintbench.metrics.synthetic import write_tiny_weights
 
 import shared_data as sd
 
+pytestmark = pytest.mark.hf
+
 ITEMS = ["midjourney7", "stanford23", "partiprompts9"]
 TILE = 24
 

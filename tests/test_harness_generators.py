@@ -10,6 +10,8 @@ import torch
 from paintbench.harness.evaluate import EvalConfig, run_eval
 from paintbench.harness.rundir import read_jsonl
 
+pytestmark = pytest.mark.hf
+
 
 def _tiny_pipeline(path):
     diffusers = pytest.importorskip("diffusers")

@@ -17,6 +17,8 @@ from paintbench.metrics.synthetic import write_tiny_weights
 
 import shared_data as sd
 
+pytestmark = pytest.mark.hf
+
 
 def official_layout(root, n: int):
     """GenEval's layout for the prompts `--limit n` picks (spread over the tasks, seed 0)."""

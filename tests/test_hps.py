@@ -185,6 +185,7 @@ def test_reduced_all_pairs_both_versions(reduced):
 
 # -- full ViT-H-14 parity -----------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_full_vit_h_14_all_pairs(tmp_path):
     """986 M parameters: about 2 GB cached fp16 file, 4 GB fp32 model; 8 + 8 encodings."""
     block = shared_data.preference_expected()["hps_v2"]["full_vit_h_14"]

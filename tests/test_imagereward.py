@@ -33,6 +33,8 @@ from paintbench.metrics.images import ImageBatch, load_image, pil_to_tensor
 
 import shared_data as sd
 
+pytestmark = pytest.mark.hf
+
 MANIFEST = "imagereward__ImageReward.pt"
 
 
@@ -103,6 +105,7 @@ def full_size_checkpoint() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.full_size
 def test_full_size_parity_with_official_scorer(tmp_path):
     exp = sd.preference_expected()["imagereward"]
     assert exp["normalization"] == {"mean": REWARD_MEAN, "std": REWARD_STD}

@@ -442,6 +442,13 @@ def test_chart_groups_put_components_and_stages_together():
     assert sum(len(v) for v in groups.values()) == len(keys)  # every key plotted exactly once
 
 
+def test_guard_metrics_chart_right_after_the_update_health_signals():
+    keys = ["time/step_s", "guard/out_of_clip_frac", "entropy", "objects/per_image", "clip_frac", "reward/mean", "kl"]
+    order = [title for title, _ in plots.chart_groups(keys)]
+    assert order == ["reward/mean", "kl", "clip_frac", "guard/out_of_clip_frac", "objects/per_image", "entropy",
+                     "time/*"]
+
+
 # -- model -------------------------------------------------------------------------------------------------
 def test_train_log_reading_is_defensive(tmp_path):
     log = write_train_log(tmp_path / "log")
@@ -874,3 +881,26 @@ def test_a_file_that_is_not_an_experiment_is_refused_by_name(tmp_path):
     bad.write_text('{"worlds": {}}')
     with pytest.raises(Exception, match=r"x\.json: not an experiment summary"):
         build_site([], [], tmp_path / "site", experiments=[bad])
+
+
+def test_a_tuned_experiment_shows_the_grid_the_chosen_rates_every_test_and_each_seed(tmp_path):
+    data = _experiment_summary()
+    w = data["worlds"]["blocks"]
+    w["tuning"] = {"HT-GRPO": {"0.0001": {"mean": 0.61, "sd": 0.01, "per_seed": {"100": 0.6, "101": 0.62}},
+                               "0.001": {"mean": 0.31, "sd": 0.2, "per_seed": {"100": 0.1, "101": 0.5}}}}
+    w["chosen_lr"] = {"HT-GRPO": 1e-4, HOSTILE[0]: 3e-4}
+    for method, lr in w["chosen_lr"].items():
+        w["methods"][method]["lr"] = lr
+        w["methods"][method]["guard"] = {"guard/out_of_clip_frac": [[1, 0.2, 0.01], [5, 0.05, 0.01]]}
+    w["methods"][HOSTILE[0]]["total"]["vs_htgrpo"].update(p_permutation=0.0723, p_t=0.0702)
+    f = tmp_path / "tuned.json"
+    f.write_text(json.dumps(data))
+    build_site([], [], tmp_path / "site", experiments=[f])
+    page = (tmp_path / "site" / "experiment-tuned.html").read_text(encoding="utf-8")
+    assert "learning-rate tuning on the validation prompts" in page and "0.610" in page and "0.310" in page
+    assert "SD 0.010 over 2 seeds · chosen" in page and "SD 0.200 over 2 seeds · chosen" not in page
+    assert "0.072" in page and "0.070" in page                          # exact sign-flip and t p-values
+    assert page.count('class="point"') == 4                             # 2 methods × 2 seeds, each drawn
+    assert "share of rollout tokens out of the clip band" in page       # a guard chart
+    assert "0.0001" in page and "0.0003" in page                        # the chosen rates in the table
+    assert "<script>alert(1)</script>" not in page

@@ -9,6 +9,8 @@ from safetensors.torch import save_file
 from paintbench.errors import UserError
 from paintbench.metrics import memory
 
+pytestmark = pytest.mark.hf
+
 
 def test_elements_come_from_the_header_and_bytes_follow_the_dtype(tmp_path):
     f = tmp_path / "m.safetensors"

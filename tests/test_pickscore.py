@@ -15,6 +15,8 @@ from paintbench.metrics.pickscore import PickScoreProvider, probabilities_by_pro
 from paintbench.metrics.synthetic import build_state_dict, tensor_sha256
 from tests.shared_data import SHARED, require
 
+pytestmark = pytest.mark.hf
+
 FIXTURE = SHARED / "fixtures" / "pickscore"
 
 

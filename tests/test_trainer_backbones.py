@@ -23,6 +23,8 @@ from paintbench.trainer.policies.mmada import MMaDALayout, MMaDAPolicy, t2i_inpu
 from paintbench.trainer.policy import MASK
 from paintbench.trainer.sampling import SamplerOptions, make_generators, rollout
 
+pytestmark = pytest.mark.hf
+
 
 class StandInLM(nn.Module):
     """A tiny bidirectional LM over a full vocabulary: token + position embeddings, one context-mixing

@@ -433,6 +433,7 @@ def _small_overrides() -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in SMALL.items()] + ["steps=1"]
 
 
+@pytest.mark.hf  # writes GenEval's Mask2Former (transformers) tiny weights
 def test_the_readmes_multi_reward_example_trains(tmp_path, capsys):
     """`paintbench train CONFIG --reward geneval=1.0 --reward hps-v2.1=0.5` failed: the file's
     reward_options for shapes-geneval clashed with the replaced reward list."""

@@ -15,6 +15,8 @@ from paintbench.metrics.synthetic import tensor_sha256
 from paintbench.metrics.unipercept import level_token, shared_model
 from tests.shared_data import SHARED, model_folder, require
 
+pytestmark = pytest.mark.hf
+
 FIXTURE = SHARED / "fixtures" / "unipercept"
 NAMES = {"iaa": "unipercept-iaa", "iqa": "unipercept-iqa", "ista": "unipercept-ista"}
 

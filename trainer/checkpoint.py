@@ -17,7 +17,9 @@ generators seeded by (seed, round, row), so the RNG states matter only for code 
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import torch
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+_STEP_NAME = re.compile(r"step_\d{6,}")
 STATE_FILE = "trainer_state.pt"
 REFERENCE_FILE = "reference.safetensors"
 
@@ -94,7 +97,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-    (final.parent / LATEST).write_text(final.name + "\n", encoding="utf-8")
+    write_marker(final.parent / LATEST, final.name)
     if keep > 0:
         prune(final.parent, keep)
     return final
@@ -107,14 +110,33 @@ def prune(folder: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def write_marker(path: Path, text: str) -> None:
+    """Replace a small marker file atomically (temp file, fsync, rename): a kill leaves the old marker or
+    the new one, never an empty one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def is_complete(folder: Path) -> bool:
+    """A checkpoint folder that finished writing: a `step_NNNNNN` folder (not a link) with its state file."""
+    return (_STEP_NAME.fullmatch(folder.name) is not None and folder.is_dir() and not folder.is_symlink()
+            and (folder / STATE_FILE).is_file())
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The checkpoint `latest` names, if it is a complete one; else the newest complete `step_*`
+    (a marker left empty or damaged by an older version, or pointing elsewhere, is not trusted)."""
     folder = Path(out_dir) / CHECKPOINTS
     marker = folder / LATEST
-    if marker.is_file():
-        p = folder / marker.read_text(encoding="utf-8").strip()
-        if p.is_dir():
-            return p
-    steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+    if marker.is_file() and not marker.is_symlink():
+        name = marker.read_text(encoding="utf-8", errors="replace").strip()
+        if _STEP_NAME.fullmatch(name) and is_complete(folder / name):
+            return folder / name
+    steps = sorted(p for p in folder.glob("step_*") if is_complete(p))
     return steps[-1] if steps else None
 
 

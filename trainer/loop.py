@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Trainer:
         self.device = torch.device(self.dist.device(cfg.device))  # one check of --device for every command
         self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag,
                                     split=cfg.prompt_split)
+        check_batch_fits(cfg, self.dist.world_size)
         self.policy = policy if policy is not None else self._build_policy()
         if reward_model is None:
             from paintbench.metrics.registry import require_valid_metadata
@@ -593,6 +595,30 @@ def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:
                           max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.seed)
 
 
+ROLLOUT_BYTES_PER_TOKEN = 3 * 4 * 8192
+"""Bound on the rollout's float32 working set per image token (conditional, unconditional and
+probabilities over a vocabulary of up to 8,192 image codes); an estimate for refusing absurd batches
+before anything is allocated, not a memory plan."""
+
+
+def check_batch_fits(cfg: HTGRPOConfig, world_size: int) -> None:
+    """Refuse a round whose rollout batch alone cannot fit in this machine's memory, naming the numbers
+    (`prompts_per_step=100000 group_size=100000` allocated until MemoryError)."""
+    rows = math.ceil(cfg.prompts_per_step * cfg.group_size / max(1, world_size))
+    chunk = min(rows, cfg.rollout_batch_size) if cfg.rollout_batch_size > 0 else rows
+    tokens = 4096  # the largest image grid the adapters use (64 x 64); the tiny policy uses 64
+    need = chunk * tokens * ROLLOUT_BYTES_PER_TOKEN
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return
+    if need > 64 * have:   # only the absurd: a real batch for a GPU stays far below
+        raise UserError(f"prompts_per_step={cfg.prompts_per_step} x group_size={cfg.group_size} = "
+                        f"{cfg.prompts_per_step * cfg.group_size:,} rollouts per round ({rows:,} per process, "
+                        f"{chunk:,} per forward) would need about {need / 2**30:,.0f} GiB for the rollout alone, "
+                        f"against {have / 2**30:,.0f} GiB here; lower them or set rollout_batch_size")
+
+
 class TrainingDiverged(UserError):
     """The loss or the gradient norm is not finite: training stops before the update is applied, so no
     NaN weights are ever saved."""
@@ -613,8 +639,14 @@ def train(cfg: HTGRPOConfig, out_dir: str | Path, *, resume: bool = False,
           evaluate_fn: EvaluateFn | None = None, progress: bool = False) -> dict[str, Any]:
     """Train per `cfg` into `out_dir` (resume from its latest checkpoint if asked); `progress` shows the
     warm start and the steps on stderr."""
+    import contextlib
+
+    from paintbench.harness.rundir import hold_folder
+
     trainer = Trainer(cfg, out_dir, evaluate_fn=evaluate_fn, progress=progress)
     try:
-        return trainer.fit(resume=resume)
+        # one training process group per folder: a second `train` into it stops here, naming the holder
+        with hold_folder(Path(out_dir)) if trainer.dist.is_main else contextlib.nullcontext():
+            return trainer.fit(resume=resume)
     finally:
         trainer.dist.close()

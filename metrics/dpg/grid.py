@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from paintbench.metrics.dpg.questions import DPGError
 from paintbench.metrics.dpg.scoring import TILE_NAMES
-from paintbench.metrics.images import IMAGE_SUFFIXES
+from paintbench.metrics.images import IMAGE_SUFFIXES, BadImageError, image_header
 
 DEFAULT_PIC_NUM = 4
 
@@ -146,12 +146,13 @@ class GridScan:
 
 
 def _probe_size(path: Path) -> tuple[int, int]:
-    """Image size from the header only (fast); decoding errors surface when the grid is used."""
+    """Image size from the header only (fast), within the image limits (`metrics.images.image_header`:
+    a decompression bomb is this item's failure, not the run's); decoding errors surface when the grid
+    is used."""
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise GridError(f"{path.name}: cannot be read as an image ({type(e).__name__}: {e})") from None
+        return image_header(path, path.name)
+    except BadImageError as e:
+        raise GridError(str(e)) from None
 
 
 def scan_folder(

@@ -32,6 +32,7 @@ from PIL import Image
 from paintbench.errors import MissingFileError
 from paintbench.metrics import weights as wts
 from paintbench.metrics.dpg.mplug import MPLUG_WEIGHT, HeadTying, MPlugVQA
+from paintbench.metrics.remote_code import refuse_remote_code
 
 DEFAULT_BACKEND = "mplug"
 BACKENDS: tuple[str, ...] = ("mplug", "blip-vqa", "qwen-vl")
@@ -69,12 +70,14 @@ class HFBackend(VQABackend):
 
     def _setup(self, folder: Path, processor_class: Any, device: torch.device | str, max_new_tokens: int,
                batch_size: int) -> None:
+        refuse_remote_code(folder)
         require_known_model_type(folder, self.name)
         self.folder = folder
         self.device = torch.device(device)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.processor = processor_class.from_pretrained(str(folder), local_files_only=True)
+        self.processor = processor_class.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+                                                         trust_remote_code=False)
 
 
 def require_known_model_type(folder: Path, what: str) -> None:
@@ -208,7 +211,7 @@ class BlipVQABackend(HFBackend):
         from transformers import BlipForQuestionAnswering, BlipProcessor
 
         self._setup(folder, BlipProcessor, device, max_new_tokens, batch_size)
-        self.model = BlipForQuestionAnswering.from_pretrained(str(folder), local_files_only=True,
+        self.model = BlipForQuestionAnswering.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                                               **_model_dtype(dtype))
         self.model.to(self.device).eval()
 
@@ -262,7 +265,7 @@ class QwenVLBackend(HFBackend):
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"  # generation continues every row from its end
-        self.model = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True,
+        self.model = AutoModelForImageTextToText.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
                                                                  **_model_dtype(dtype))
         self.model.to(self.device).eval()
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from paintbench.metrics.base import resolve_dtype
+from paintbench.metrics.remote_code import refuse_remote_code
 from paintbench.trainer.policies.backbone import BackbonePolicy, to_uint8
 from paintbench.trainer.policy import MASK, PromptBatch, cfg_combine
 
@@ -161,11 +162,12 @@ class DiMOOPolicy(BackbonePolicy):
         from transformers import AutoTokenizer
 
         torch_dtype = resolve_dtype(dtype)
-        model = _dimoo_import("model", "LLaDAForMultiModalGeneration").from_pretrained(model_path, torch_dtype=torch_dtype)
+        model = _dimoo_import("model", "LLaDAForMultiModalGeneration").from_pretrained(
+            str(refuse_remote_code(model_path)), torch_dtype=torch_dtype, trust_remote_code=False)
         from diffusers import VQModel
 
         vq = VQModel.from_pretrained(vq_path or model_path, subfolder="vqvae")
-        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
         given = {k: tuple(v) if isinstance(v, list) else v for k, v in (layout or {}).items()}
         lay = DiMOOLayout(**given)
         if "code_offset" not in given:  # as DiMOO's generate_image: text vocabulary = logits width - codebook

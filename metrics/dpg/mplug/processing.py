@@ -18,6 +18,7 @@ from paintbench.metrics.dpg.mplug.configuration import (
     START_ID,
     MPlugLoadError,
 )
+from paintbench.metrics.remote_code import refuse_remote_code
 
 # ------------------------------------------------------------------------------------------- text
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
@@ -45,7 +46,8 @@ class QuestionTokenizer:
         if not (folder / "vocab.txt").is_file():
             raise MPlugLoadError(f"{folder}: no vocab.txt")
         self.max_tokens = max_tokens
-        self.tok = BertTokenizer.from_pretrained(str(folder))
+        self.tok = BertTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+                                                 trust_remote_code=False)
         self.special = set(self.tok.all_special_tokens)
         vocab = self.tok.get_vocab()
         if vocab.get("[CLS]") != START_ID or vocab.get("[SEP]") != END_ID:

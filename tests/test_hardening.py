@@ -1,0 +1,282 @@
+"""Hardening, round 3 (issue #21): each test builds the hostile input and checks the one-line refusal
+(or the per-sample failure) and that nothing outside the output folder was touched."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from paintbench import cli, files
+from paintbench.errors import InputError, UserError
+from paintbench.harness.rundir import RunDir
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A 45-byte PNG whose header declares width x height (no pixel data at all)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    idat = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    return b"\x89PNG\r\n\x1a\n" + chunk + idat
+
+
+# -- 1. the run lock follows no link and writes nothing that is not its own file ---------------------
+@pytest.mark.parametrize("kind", ["symlink", "dangling", "fifo", "folder", "hardlink"])
+def test_a_planted_lock_is_refused_and_its_target_untouched(tmp_path, kind):
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    run.mkdir()
+    victim.write_text("precious\n")
+    lock = run / ".lock"
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "dangling":
+        lock.symlink_to(tmp_path / "created-by-the-lock")
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "folder":
+        lock.mkdir()
+    else:
+        os.link(victim, lock)
+    with pytest.raises(UserError, match=r"\.lock"), RunDir(run).lock():
+        pass
+    assert victim.read_text() == "precious\n"
+    assert not (tmp_path / "created-by-the-lock").exists()
+
+
+def test_eval_on_a_folder_with_a_linked_lock_exits_2_and_keeps_the_target(tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "bashrc"
+    run.mkdir()
+    victim.write_text("export SAFE=1\n")
+    (run / ".lock").symlink_to(victim)
+    code = cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "2",
+                     "--no-progress"])
+    assert code == 2 and "symbolic link" in one_error_line(capsys)
+    assert victim.read_text() == "export SAFE=1\n"
+
+
+def test_a_real_lock_still_excludes_a_second_holder(tmp_path):
+    rd = RunDir(tmp_path / "run")
+    with rd.lock(), pytest.raises(UserError, match="is in use by pid"), RunDir(tmp_path / "run").lock():
+        pass
+    with rd.lock():   # released
+        pass
+
+
+# -- 2. one image reader with the header limits, for every entry point ---------------------------------
+def test_the_bomb_is_45_bytes_and_pil_alone_would_raise_on_it(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    assert len(bomb_png()) == 45
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "bomb.png")
+
+
+def test_a_decompression_bomb_is_one_failed_item_in_a_dpg_folder_not_a_dead_run(tmp_path):
+    from paintbench.metrics.dpg.grid import scan_folder
+    from paintbench.metrics.images import BadImageError, image_header
+
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    from PIL import Image
+
+    Image.new("RGB", (48, 48)).save(tmp_path / "good.png")
+    with pytest.raises(BadImageError, match=r"bomb\.png"):
+        image_header(tmp_path / "bomb.png")
+    scan = scan_folder(tmp_path, ["bomb", "good"], resolution=24)
+    assert set(scan.matched) == {"good"} and "bomb" in scan.bad and "pixels" in scan.bad["bomb"]
+
+
+def test_a_decompression_bomb_is_one_failed_sample_in_score(tmp_path, capsys):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "bomb.png").write_bytes(bomb_png())
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(images / "ok.png")
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"image": n, "prompt": "a photo of a circle",
+                                                                 "tag": "single_object",
+                                                                 "include": [{"class": "circle", "count": 1}]}) + "\n"
+                                                    for n in ("bomb.png", "ok.png")))
+    code = cli.main(["score", "--metric", "shapes-geneval", "--images", str(images), "--prompts",
+                     str(tmp_path / "prompts.jsonl"), "--out", str(tmp_path / "out")])
+    out = capsys.readouterr()
+    assert code in (0, 3) and "Traceback" not in out.err
+    assert "bomb.png" in out.out + out.err
+
+
+# -- 3. no code from a weights folder -----------------------------------------------------------------
+@pytest.mark.hf
+def test_a_weights_folder_asking_for_remote_code_is_refused_before_any_load(tmp_path):
+    from paintbench import metrics
+    from paintbench.metrics.remote_code import refuse_remote_code
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    write_tiny_weights("unipercept-iqa", tmp_path)
+    folder = tmp_path / "UniPercept"
+    (folder / "evil.py").write_text("open(__file__ + '.ran', 'w').write('ran')\n")
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match=r"tokenizer_config\.json: asks for code from the weights folder \(auto_map\)"):
+        refuse_remote_code(folder)
+    with pytest.raises(InputError, match="auto_map"):
+        metrics.get("unipercept-iqa", weights_dir=tmp_path).score(
+            __import__("torch").zeros(1, 3, 32, 32, dtype=__import__("torch").uint8), ["x"])
+    assert not (folder / "evil.py.ran").exists()
+
+
+def test_every_from_pretrained_in_the_package_passes_trust_remote_code_false():
+    repo = Path(__file__).resolve().parents[1]
+    offenders = []
+    for folder in ("metrics", "trainer", "harness", "paintbench", "leaderboards"):
+        for path in (repo / folder).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            for i, part in enumerate(text.split(".from_pretrained(")[1:], start=1):
+                call = _arguments(part)
+                if "trust_remote_code=False" not in call and not _is_diffusers_part(call, text):
+                    offenders.append(f"{path.relative_to(repo)} call {i}: {call[:60]!r}")
+    assert not offenders, offenders
+    assert "trust_remote_code=True" not in "".join(
+        p.read_text(encoding="utf-8") for f in ("metrics", "trainer", "harness") for p in (repo / f).rglob("*.py"))
+
+
+def _arguments(after_paren: str) -> str:
+    """The text of a call's arguments, up to its closing parenthesis."""
+    depth = 1
+    for i, ch in enumerate(after_paren):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0:
+            return after_paren[:i]
+    return after_paren
+
+
+def _is_diffusers_part(call: str, text: str) -> bool:
+    """diffusers' VQ models (MAGVIT-v2, DiMOO's VQ-VAE) load fixed classes with no remote-code path."""
+    return "vq_path" in call or "subfolder=\"vqvae\"" in call
+
+
+# -- 5. YAML: no anchors or aliases, bounded nesting ------------------------------------------------------
+ALIAS_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+              "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+              "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
+              "g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n"
+              "name: [*h, *h, *h, *h, *h, *h, *h, *h, *h]\n")
+
+
+def test_a_yaml_alias_bomb_suite_is_refused_at_once(tmp_path, capsys):
+    (tmp_path / "bomb.yaml").write_text(ALIAS_BOMB)
+    t = time.process_time()
+    code = cli.main(["suites", "--include-path", str(tmp_path)])
+    assert code == 2 and "anchors and aliases" in one_error_line(capsys)
+    assert time.process_time() - t < 5   # refused from the events, never expanded
+
+
+def test_deep_nesting_and_a_bad_grid_are_refused(tmp_path):
+    with pytest.raises(InputError, match="nested more than"):
+        files.load_yaml("x: " + "[" * 100 + "]" * 100, "deep.yaml")
+    from paintbench.harness.suite import parse_suite
+
+    base = {"name": "s", "version": 1, "prompts": {"format": "jsonl"}, "metrics": ["shapes-geneval"]}
+    parse_suite({**base, "grid": {"rows": 2, "cols": 2}})
+    for bad in ({"rows": 10**9}, [1, 2], {"rows": "2"}):
+        with pytest.raises(UserError, match="grid"):
+            parse_suite({**base, "grid": bad})
+    with pytest.raises(UserError, match="name"):
+        parse_suite({**base, "name": {"a": [1] * 10}})
+
+
+# -- 6. weight folders: every referenced file inside ---------------------------------------------------
+@pytest.mark.parametrize("shard", ["../../etc/passwd", "/etc/hostname", "sub/../../outside.safetensors"])
+def test_an_index_naming_a_file_outside_the_folder_is_refused(tmp_path, shard):
+    from paintbench.metrics.weights import safetensors_files
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+    with pytest.raises(InputError, match="outside the folder"):
+        safetensors_files(folder, "X")
+
+
+# -- 7. regular files only, capped before reading --------------------------------------------------------
+def test_devices_fifos_and_oversized_files_are_refused_before_reading(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="not a regular file"):
+        files.read_text("/dev/zero", "config")
+    fifo = tmp_path / "suite.yaml"
+    os.mkfifo(fifo)
+    done = threading.Event()
+    err: list[Exception] = []
+
+    def read() -> None:
+        try:
+            files.read_text(fifo, "config")
+        except InputError as e:
+            err.append(e)
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert done.wait(10), "a FIFO blocked the reader"
+    assert err and "FIFO" in str(err[0])
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a: 1\n" * 1000)
+    monkeypatch.setenv("PAINTBENCH_MAX_CONFIG_BYTES", "100")
+    with pytest.raises(InputError, match="5,000 bytes, more than the 100-byte limit"):
+        files.read_text(big, "config")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(big)
+    with pytest.raises(InputError, match="symbolic link"):
+        files.read_text(link, "config")
+
+
+def test_a_suite_file_that_is_a_fifo_does_not_hang_suites(tmp_path, capsys):
+    os.mkfifo(tmp_path / "hang.yaml")
+    assert cli.main(["suites", "--include-path", str(tmp_path)]) == 2
+    assert "FIFO" in one_error_line(capsys)
+
+
+# -- 8. training: one process per folder, atomic markers, absurd batches refused ----------------------------
+def test_an_empty_latest_marker_falls_back_to_the_newest_complete_checkpoint(tmp_path):
+    from paintbench.trainer import checkpoint as ckpt
+
+    folder = tmp_path / ckpt.CHECKPOINTS
+    for step in (1, 2):
+        d = folder / f"step_{step:06d}"
+        d.mkdir(parents=True)
+        (d / ckpt.STATE_FILE).write_bytes(b"x")
+    (folder / "step_000003").mkdir()                       # a checkpoint that never finished
+    (folder / ckpt.LATEST).write_text("")
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_000002"
+    (folder / ckpt.LATEST).write_text("../../somewhere\n")
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_000002"
+    ckpt.write_marker(folder / ckpt.LATEST, "step_000001")
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_000001"
+    assert not list(folder.glob(".latest.*"))
+
+
+def test_a_second_train_into_a_held_folder_is_refused(tmp_path, capsys):
+    from paintbench.harness.rundir import hold_folder
+
+    out = tmp_path / "run"
+    with hold_folder(out):
+        code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false",
+                         "--out", str(out), "--quiet"])
+    assert code == 2 and "is in use by pid" in one_error_line(capsys)
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_an_absurd_batch_is_refused_with_the_number_before_anything_is_allocated(tmp_path, capsys):
+    code = cli.main(["train", "shapes-tiny", "prompts_per_step=100000", "group_size=100000", "tensorboard=false",
+                     "--out", str(tmp_path / "run"), "--quiet"])
+    line = one_error_line(capsys)
+    assert code == 2 and "10,000,000,000 rollouts per round" in line and "GiB" in line
