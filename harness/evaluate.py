@@ -505,7 +505,7 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
     gen_failures = rd.generation_failures()
     out_metrics = {}
     for m in metrics_:
-        records, _ = read_scores(rd.scores_path(m.name), m.name)
+        records, _ = read_scores(rd.scores_path(m.name), m.name, known_prompts=category_of)
         res = aggregate_metric(records, category_of, aggregation=m.aggregation, categories=suite.categories,
                                n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
         res.update(metric_summary(m.name, records))

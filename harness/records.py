@@ -9,6 +9,7 @@ the wrong type, or whose value a bounded metric cannot produce (a hand-edited 10
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,11 @@ def outside_hard_range(value: float, spec: Any | None) -> str | None:
     return None
 
 
-def read_scores(path: Path, metric: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The records of a scores file, checked (`record_problem`); torn or corrupt lines are reported as
-    `read_jsonl` does. A damaged record raises `InputError` naming `path:line` and the way forward."""
+def read_scores(path: Path, metric: str, known_prompts: Collection[str] | None = None
+                ) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of a scores file, checked (`record_problem`; with `known_prompts`, a record of a
+    prompt the run does not have is damage too); torn or corrupt lines are reported as `read_jsonl`
+    does. A damaged record raises `InputError` naming `path:line` and the way forward."""
     from paintbench import metrics
 
     try:
@@ -62,6 +65,8 @@ def read_scores(path: Path, metric: str) -> tuple[list[dict[str, Any]], list[str
     numbered, problems = read_jsonl_numbered(path)
     for lineno, rec in numbered:
         why = record_problem(rec, spec)
+        if why is None and known_prompts is not None and rec.get("prompt_id") not in known_prompts:
+            why = f"a score of prompt {str(rec.get('prompt_id'))[:80]!r}, which this run's suite does not have"
         if why is not None:
             raise InputError(f"{path}:{lineno}: {why}. Fix or delete that line and rerun the same command (its "
                              f"sample is scored again), or recompute them all with `paintbench eval --rescore "

@@ -119,8 +119,10 @@ def read_jsonl_numbered(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], l
     """`read_jsonl`, each record with its line number (for errors that point at the line)."""
     if not path.exists():
         return [], []
+    from paintbench.files import read_bytes
+
     records, problems = [], []
-    raw = path.read_bytes()
+    raw = read_bytes(path, "records")
     lines = raw.split(b"\n")
     torn_tail = not raw.endswith(b"\n") and raw != b""
     for i, line in enumerate(lines, start=1):
@@ -264,7 +266,9 @@ class RunDir:
         done, problems = self._collect(self.samples_path, "samples.rank*.jsonl")
         kept = {}
         for k, r in done.items():
-            if self.resolve_image(r["image"]).exists():
+            if not isinstance(r.get("image"), str) or not r["image"]:
+                problems.append(f"{self.samples_path}: the record of sample {k} has no image path; it will be redone")
+            elif self.resolve_image(r["image"]).exists():
                 kept[k] = r
             else:
                 problems.append(f"{r['image']}: image file is missing; sample {k} will be redone")

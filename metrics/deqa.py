@@ -441,7 +441,8 @@ class DeQAProvider(Provider):
         from safetensors.torch import load_file
         from transformers import LlamaTokenizer
 
-        from paintbench.metrics.memory import require_fits
+        from paintbench import files as safe_files
+        from paintbench.metrics.memory import require_config_matches_checkpoint, require_fits
         from paintbench.metrics.pickscore import pil_image_processor
 
         if prompt not in PROMPTS:
@@ -455,7 +456,8 @@ class DeQAProvider(Provider):
                                                         legacy=False, trust_remote_code=False)
         self.image_processor = pil_image_processor(self.folder)
         self.background = tuple(int(x * 255) for x in self.image_processor.image_mean)
-        config = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+        config = json.loads(safe_files.read_text(self.folder / "config.json", "config"))
+        require_config_matches_checkpoint(config, files, self.folder / "config.json")
         with torch.device("meta"):
             model = DeQAModel(config)
         state: dict[str, torch.Tensor] = {}

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
-from paintbench.errors import UserError
+from paintbench.errors import InputError, UserError
 
 OVERHEAD = 1.2   # activations, buffers and allocator slack on top of the weights (inference, small batches)
 
@@ -21,12 +23,88 @@ class InsufficientMemoryError(UserError, MemoryError):
     """A model does not fit the free memory of its device."""
 
 
+MAX_HEADER_BYTES = 100 * 1024 * 1024   # safetensors' own limit on the JSON header
+
+
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensor entries of a safetensors file's JSON header {name: {dtype, shape, data_offsets}}, read
+    without reading any tensor and checked: a header length past the file or over 100 MB, JSON that is
+    not a mapping, and shapes that are not lists of non-negative integers are one `InputError` naming
+    the file (hostile headers used to give tracebacks or negative memory estimates)."""
+    from paintbench.files import open_fd
+
+    fd = open_fd(path)
+    try:
+        size = os.fstat(fd).st_size
+        raw = os.read(fd, 8)
+        if len(raw) < 8:
+            raise InputError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        (length,) = struct.unpack("<Q", raw)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise InputError(f"{path}: not a safetensors file (header length {length:,} bytes, file {size:,} bytes)")
+        data = b""
+        while len(data) < length and (chunk := os.read(fd, length - len(data))):
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        header = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a safetensors file (its header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: not a safetensors file (its header is not a mapping)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, entry in tensors.items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise InputError(f"{path}: tensor {name[:80]!r} has no valid shape (a list of non-negative integers)")
+    return tensors
+
+
 def safetensors_elements(path: Path) -> int:
     """Number of tensor elements in a safetensors file, read from its JSON header only."""
-    with path.open("rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    return sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return sum(math.prod(v["shape"]) for v in safetensors_header(path).values())
+
+
+LAYER_KEY = re.compile(r"^(.*?)\.(?:layers|layer|blocks|h)\.(\d+)\.")
+
+
+def checkpoint_layer_counts(files: Iterable[Path]) -> dict[str, int]:
+    """{prefix: number of layers} of every stack of numbered layers in the checkpoints' headers
+    (`model.layers.31.mlp...` → {"model": 32})."""
+    counts: dict[str, int] = {}
+    for f in files:
+        for name in safetensors_header(f):
+            if m := LAYER_KEY.match(name):
+                counts[m.group(1)] = max(counts.get(m.group(1), 0), int(m.group(2)) + 1)
+    return counts
+
+
+def require_config_matches_checkpoint(config: dict, files: Iterable[Path], source: str | Path) -> None:
+    """Refuse, before anything is built, a config whose layer counts no stack in the checkpoint has
+    (`num_hidden_layers: 100000000` in a DeQA or UniPercept folder built for minutes at > 2 GB): every
+    `num_hidden_layers` / `num_layers` in `config` (nested sections too) must equal the depth of one
+    stack of numbered layers in the checkpoint."""
+    files = list(files)
+    stacks = checkpoint_layer_counts(files)
+    found: list[tuple[str, int]] = []
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("num_hidden_layers", "num_layers") and isinstance(v, int) and not isinstance(v, bool):
+                    found.append((f"{where}{k}", v))
+                elif isinstance(v, dict):
+                    walk(v, f"{where}{k}.")
+
+    walk(config, "")
+    depths = set(stacks.values())
+    for key, value in found:
+        if value not in depths:
+            raise InputError(f"{source}: {key} = {value}, but the checkpoint's layer stacks have "
+                             f"{', '.join(str(d) for d in sorted(depths)) or 'no numbered layers'}; the config "
+                             "does not describe these weights")
 
 
 def estimated_bytes(files: Iterable[Path], dtype: torch.dtype, overhead: float = OVERHEAD) -> int:

@@ -237,11 +237,14 @@ class UniPerceptModel:
     def __init__(self, folder: Path, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import AutoTokenizer
 
-        from paintbench.metrics.memory import require_fits
+        from paintbench import files as safe_files
+        from paintbench.metrics.memory import require_config_matches_checkpoint, require_fits
 
         self.folder, self.device, self.dtype = folder, device, dtype
-        require_fits("unipercept", wts.safetensors_files(folder, "UniPercept"), device, dtype)
-        self.config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        files = wts.safetensors_files(folder, "UniPercept")
+        require_fits("unipercept", files, device, dtype)
+        self.config = json.loads(safe_files.read_text(folder / "config.json", "config"))
+        require_config_matches_checkpoint(self.config, files, folder / "config.json")
         self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
                                                        trust_remote_code=False)
         self.system_message = self.config.get("system_message", DEFAULT_SYSTEM_MESSAGE)

@@ -19,9 +19,12 @@ from paintbench.harness.rundir import RunDir
 
 
 def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "Traceback" not in err[0], err
-    return err[0]
+    """The error: exactly one `paintbench ...: error:` line on stderr (progress lines may precede it), and
+    no traceback anywhere."""
+    err = capsys.readouterr().err
+    errors = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert "Traceback" not in err and len(errors) == 1 and err.rstrip().endswith(errors[0]), err
+    return errors[0]
 
 
 def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
@@ -280,3 +283,85 @@ def test_an_absurd_batch_is_refused_with_the_number_before_anything_is_allocated
                      "--out", str(tmp_path / "run"), "--quiet"])
     line = one_error_line(capsys)
     assert code == 2 and "10,000,000,000 rollouts per round" in line and "GiB" in line
+
+
+# -- 4. config values checked against the checkpoint before anything is built ----------------------------
+@pytest.mark.hf
+@pytest.mark.parametrize(("metric", "folder", "key"), [("deqa", "DeQA-Score-Mix3", ("num_hidden_layers",)),
+                                                       ("unipercept-iqa", "UniPercept", ("llm_config", "num_hidden_layers"))])
+def test_a_config_with_a_huge_layer_count_is_refused_before_building(tmp_path, metric, folder, key):
+    from paintbench import metrics
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    write_tiny_weights(metric, tmp_path)
+    path = tmp_path / folder / "config.json"
+    cfg = json.loads(path.read_text())
+    node = cfg
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = 100_000_000
+    path.write_text(json.dumps(cfg))
+    t = time.process_time()
+    with pytest.raises(InputError, match=r"num_hidden_layers = 100000000, but the checkpoint's layer stacks have"):
+        metrics.get(metric, weights_dir=tmp_path).score(__import__("torch").zeros(1, 3, 32, 32), ["x"])
+    assert time.process_time() - t < 30
+
+
+@pytest.mark.parametrize("header", [
+    struct.pack("<Q", 2**62) + b"{}",
+    struct.pack("<Q", 5) + b"{nope",
+    struct.pack("<Q", 2) + b"[]",
+    None,   # filled below: shapes that are strings / negative
+])
+def test_hostile_safetensors_headers_are_one_clear_error(tmp_path, header):
+    from paintbench.metrics.memory import estimated_bytes
+
+    cases = [header] if header is not None else [
+        _st_header({"w": {"dtype": "F32", "shape": "12", "data_offsets": [0, 4]}}),
+        _st_header({"w": {"dtype": "F32", "shape": [-4, 2], "data_offsets": [0, 4]}})]
+    for i, raw in enumerate(cases):
+        f = tmp_path / f"m{i}.safetensors"
+        f.write_bytes(raw)
+        with pytest.raises(InputError, match=rf"m{i}\.safetensors: (not a safetensors file|tensor 'w' has no valid shape)"):
+            estimated_bytes([f], __import__("torch").float32)
+
+
+def _st_header(header: dict) -> bytes:
+    data = json.dumps(header).encode()
+    return struct.pack("<Q", len(data)) + data + b"\0" * 8
+
+
+# -- 9. damaged records: named by file and line, exit 2, or redone -------------------------------------------
+def _oracle_run(out: Path) -> None:
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(out), "--limit", "3",
+                     "--no-progress"]) == 0
+
+
+def _edit_first(path: Path, edit) -> None:
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    edit(rec)
+    lines[0] = json.dumps(rec)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_score_of_an_unknown_prompt_is_named_by_file_and_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    _oracle_run(run)
+    capsys.readouterr()
+    _edit_first(run / "scores" / "shapes-geneval.jsonl", lambda r: r.update(prompt_id="99999"))
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
+                     "--no-progress"]) == 2
+    line = one_error_line(capsys)
+    assert "shapes-geneval.jsonl:" in line and "'99999', which this run's suite does not have" in line
+
+
+def test_a_sample_record_without_its_image_is_redone_not_a_traceback(tmp_path, capsys):
+    run = tmp_path / "run"
+    _oracle_run(run)
+    _edit_first(run / "samples.jsonl", lambda r: r.pop("image"))
+    capsys.readouterr()
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
+                     "--no-progress"]) == 0
+    assert "11 of 12 images already generated" in capsys.readouterr().err
+    assert all("image" in json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines())
