@@ -511,6 +511,9 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
         res.update(metric_summary(m.name, records))
         res["primary"] = m.primary
         res["higher_is_better"] = M.spec(m.name).higher_is_better  # so a site ranks it without the plugin
+        # what the headline was computed from: a site or report refuses a results.json whose scores were
+        # swapped afterwards (a --rescore killed between the swap and this file)
+        res["scores_sha256"] = scores_digest(rd.scores_path(m.name))
         res["options"] = m.options
         res["n_expected"] = suite.n_samples(items, ipp)
         errors = [r["error"] for r in records if r.get("error")]
@@ -567,3 +570,10 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def scores_digest(path: Path) -> str | None:
+    """sha256 of a scores file (None when there is none)."""
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None

@@ -21,6 +21,7 @@ from typing import Any
 from paintbench.harness.folders import FolderInput
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, write_json, write_jsonl
+from paintbench.text import printable
 
 
 def _records(rd: RunDir, metric: str) -> dict[tuple[str, int], dict[str, Any]]:
@@ -184,12 +185,12 @@ def format_score_summary(summary: dict[str, Any]) -> str:
     for name, m in summary["metrics"].items():
         mean = "-" if m["mean"] is None else f"{m['mean']:.6f}"
         std = "-" if m["std"] is None else f"{m['std']:.6f}"
-        lines.append(f"{name:<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}")
+        lines.append(f"{printable(name, 40):<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}")
     if summary["failed"]:
         lines.append(f"\n{len(summary['failed'])} sample(s) with errors:")
         for f in summary["failed"][:20]:
             for where, msg in f["errors"].items():
-                lines.append(f"  [{where}] {msg}")
+                lines.append(f"  [{printable(where, 60)}] {printable(msg, 300)}")
         if len(summary["failed"]) > 20:
             lines.append(f"  ... and {len(summary['failed']) - 20} more (see summary.json)")
     return "\n".join(lines)

@@ -32,7 +32,9 @@ SPECS = [
             weights=(),
             needs_prompt=True,
             display=(1.0, 3),
-            hard_range=(None, 1.0),
+            # layout and geneval are GenEval rewards (never above 1, unbounded below by design: a clause's
+            # term 1 - |n - k| / n falls without bound as k grows); detail is a fraction of objects
+            hard_range=(0.0, 1.0) if term == "detail" else (None, 1.0),
         )
         for term, cls, summary in (
             ("geneval", "BlocksGenEvalProvider", "GenEval's rules on the synthetic blocks world (objects of 2x2 tokens; exact, no weights)"),

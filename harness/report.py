@@ -9,6 +9,7 @@ from typing import Any
 from paintbench.errors import UserError
 from paintbench.harness.aggregate import compare_metric
 from paintbench.harness.rundir import RunDir, read_jsonl
+from paintbench.text import printable
 
 
 def load_results(run: str | Path) -> dict[str, Any]:
@@ -31,8 +32,8 @@ def _fmt(x: float | None, pct: bool) -> str:
 
 def format_results(results: dict[str, Any]) -> str:
     suite = results["suite"]
-    lines = [f"suite {suite['name']} v{suite['version']}: {suite['n_prompts']} prompts x "
-             f"{suite['images_per_prompt']} images; generator {results['generator'].get('generator')}"]
+    lines = [f"suite {printable(suite['name'])} v{printable(suite['version'])}: {suite['n_prompts']} prompts x "
+             f"{suite['images_per_prompt']} images; generator {printable(results['generator'].get('generator'))}"]
     for name, m in results["metrics"].items():
         pct = m.get("options", {}).get("mode") == "correct"
         conf = round(100 * m.get("confidence", 0.95))
@@ -41,18 +42,18 @@ def format_results(results: dict[str, Any]) -> str:
             star += " [SYNTHETIC WEIGHTS: meaningless numbers]"
         lo, hi = m["ci"]
         unit = " %" if pct else ""
-        lines.append(f"\n{name}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"
+        lines.append(f"\n{printable(name)}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"
                      f"  n={m['n_samples']} images / {m['n_prompts']} prompts ({m['aggregation']})"
                      + (f", {m['n_failed']} failed" if m.get("n_failed") else "")
                      + (f"; no value: nothing scored in {', '.join(m['missing_categories'])}"
                         if m.get("missing_categories") else ""))
         for cat, c in m.get("categories", {}).items():
             clo, chi = c["ci"]
-            lines.append(f"  {cat:<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
+            lines.append(f"  {printable(cat, 40):<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
                          f"n={c['n_samples']}")
     if results.get("generation_failures"):
         lines.append(f"\n{len(results['generation_failures'])} image(s) could not be generated or found:")
-        lines += [f"  {e}" for e in results["generation_failures"][:10]]
+        lines += [f"  {printable(e, 300)}" for e in results["generation_failures"][:10]]
         if len(results["generation_failures"]) > 10:
             lines.append(f"  ... and {len(results['generation_failures']) - 10} more (results.json lists them all)")
     return "\n".join(lines)
@@ -92,12 +93,12 @@ def _prompts(rd: RunDir) -> dict[str, tuple[str, str | None]]:
 
 
 def format_comparison(cmp: dict[str, Any]) -> str:
-    lines = [f"A = {cmp['run_a']}\nB = {cmp['run_b']}\n{cmp['direction']}"
+    lines = [f"A = {printable(cmp['run_a'], 300)}\nB = {printable(cmp['run_b'], 300)}\n{cmp['direction']}"
              + ("" if cmp["same_suite"] else "  (different suite hashes: compared on prompts with equal id and text)")]
     for m, r in cmp["metrics"].items():
         lo, hi = r["low"], r["high"]
         conf = round(100 * r["confidence"])
-        lines.append(f"{m}: A {r['mean_a']:.4f}  B {r['mean_b']:.4f} (on the shared prompts)  diff {r['difference']:+.4f} "
+        lines.append(f"{printable(m)}: A {r['mean_a']:.4f}  B {r['mean_b']:.4f} (on the shared prompts)  diff {r['difference']:+.4f} "
                      f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  p={r['p_value']:.4g}  shared prompts {r['n_shared']}"
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
         if r.get("version_a") != r.get("version_b"):

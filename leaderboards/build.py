@@ -252,7 +252,7 @@ def build_site(run_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path] 
         raise UserError("nothing to build: give run directories, --train-log directories and/or --experiment files")
     from paintbench.leaderboards.experiment import experiment_context, load_experiment
 
-    exps = [load_experiment(p) for p in experiments]
+    exps = unique_experiments([load_experiment(p) for p in experiments])
     run_paths, skipped = expand_run_dirs(list(run_dirs)) if run_dirs else ([], [])
     report.problems += skipped
     runs = [load_run(p) for p in run_paths]
@@ -636,3 +636,31 @@ def _train_context(lg: TrainLog, published) -> dict[str, Any]:
     return {"log": lg, "charts": charts, "summary": summary, "stage": stage, "all_tables": tbls,
             "steps": gallery.train_steps(lg, published), "n_rows": len(lg.rows),
             "last_step": last.get("step"), "config_text": lg.config_text, "problems": lg.problems[:20]}
+
+
+def unique_experiments(exps: list[Any]) -> list[Any]:
+    """Experiments whose files share a name (`a/hierarchy.json`, `b/hierarchy.json`) each get their own
+    page, named with their folder, instead of one silently overwriting the other; the same file given
+    twice is one page."""
+    from paintbench.leaderboards.model import slugify
+
+    seen_paths: set[Path] = set()
+    out = []
+    for e in exps:
+        key = e.path.resolve()
+        if key not in seen_paths:
+            seen_paths.add(key)
+            out.append(e)
+    taken: dict[str, int] = {}
+    for e in out:
+        taken[e.slug] = taken.get(e.slug, 0) + 1
+    used: set[str] = set()
+    for e in out:
+        if taken[e.slug] > 1:
+            e.name = f"{e.path.stem} ({e.path.parent.name or '.'})"
+            slug, n = f"experiment-{slugify(e.name)}", 2
+            while slug in used:
+                slug, n = f"experiment-{slugify(e.name)}-{n}", n + 1
+            e.slug = slug
+        used.add(e.slug)
+    return out

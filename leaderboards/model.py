@@ -209,6 +209,13 @@ def load_run(path: str | Path) -> Run:
     records: dict[str, list[dict[str, Any]]] = {}
     for metric, entry in results["metrics"].items():
         _check_headline(rd.results_path, metric, entry)
+        if isinstance(entry, dict) and entry.get("scores_sha256"):
+            from paintbench.harness.evaluate import scores_digest
+
+            if scores_digest(rd.scores_path(metric)) != entry["scores_sha256"]:
+                raise UserError(f"{root}: results.json was computed from other scores than scores/{metric}.jsonl "
+                                f"(an interrupted --rescore?); rerun `paintbench eval --rescore {metric} --out "
+                                f"{root}` to rebuild it before publishing")
         recs, probs = read_scores(rd.scores_path(metric), metric)
         problems += probs
         records[metric] = recs

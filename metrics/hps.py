@@ -64,10 +64,12 @@ DEFAULT_ARCH = "ViT-H-14"
 METRICS = [
     {"name": "hps-v2", "provider": "HPSv2Provider", "tiny_writer": "write_tiny_weights", "version": "hps-v2.0/1",
      "higher_is_better": True, "nominal_range": (0.0, 0.4), "display": (100.0, 2), "weights": ("hps-v2",),
+     "hard_range": (-1.0, 1.0),  # a cosine
      "summary": "Human Preference Score v2.0 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
      "aliases": ("hpsv2", "hps-v2.0")},
     {"name": "hps-v2.1", "provider": "HPSv21Provider", "tiny_writer": "write_tiny_weights", "version": "hps-v2.1/1",
      "higher_is_better": True, "nominal_range": (0.0, 0.4), "display": (100.0, 2), "weights": ("hps-v2.1",),
+     "hard_range": (-1.0, 1.0),  # a cosine
      "summary": "Human Preference Score v2.1 (OpenCLIP ViT-H-14 fine-tuned), cosine similarity",
      "aliases": ("hpsv2.1", "hpsv21")},
 ]

@@ -43,7 +43,9 @@ class ProviderSpec:
     aliases: tuple[str, ...] = field(default=())
     tiny_writer: str | None = None  # `module:function` writing tiny checkpoints in the official formats
     display: tuple[float, int] = (1.0, 4)  # (scale, decimals) of the metric on report pages
-    # values outside this range are impossible (a damaged record), not just rare; None: unbounded on that side
+    # values outside this range are impossible (a damaged record), not just rare; None: unbounded on that side.
+    # Every metric with a true bound declares it; None (both sides open) is a linear head on embeddings
+    # (aesthetic, ImageReward, HPSv3) or a weight-dependent scale (PickScore's exp(logit_scale) x cosine).
     hard_range: tuple[float | None, float | None] | None = None
 
 

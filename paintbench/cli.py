@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from paintbench.errors import UserError
+from paintbench.text import printable
 
 # name -> (module, one-line help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = user_message(e)
         if message is None or debug:
             raise  # a bug (ours or in the user's own code): the traceback is the report
-        print(f"paintbench {args.command}: error: {plain(message)}", file=sys.stderr)
+        print(f"paintbench {args.command}: error: {printable(message, 2000)}", file=sys.stderr)
         return 2
     finally:
         if isinstance(sys.stdout, PlainText):
@@ -106,7 +107,10 @@ def user_message(e: BaseException) -> str | None:
 
 # C0 controls but tab and newline, DEL, and C1 controls: what a terminal acts on (ESC starts a sequence
 # that can retitle the window, move the cursor and overwrite a line already printed).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Bidirectional overrides and isolates (U+202E reverses what follows) and the line/paragraph separators
+# are escaped too: they reorder or split what the reader sees. Tab and newline inside a *value* are
+# escaped by the printers themselves (`paintbench.text.printable`), which know a value from the layout.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def plain(text: str) -> str:

@@ -365,3 +365,80 @@ def test_a_sample_record_without_its_image_is_redone_not_a_traceback(tmp_path, c
                      "--no-progress"]) == 0
     assert "11 of 12 images already generated" in capsys.readouterr().err
     assert all("image" in json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines())
+
+
+# -- 11. values: true bounds, counts that cannot be negative ---------------------------------------------------
+def test_metrics_with_a_true_bound_refuse_a_record_outside_it():
+    from paintbench import metrics
+    from paintbench.harness.records import outside_hard_range
+
+    assert outside_hard_range(-1000.0, metrics.spec("blocks-detail"))          # a fraction
+    assert outside_hard_range(-1000.0, metrics.spec("hps-v2.1"))               # a cosine
+    assert outside_hard_range(1.5, metrics.spec("hps-v2"))
+    assert outside_hard_range(1.0005, metrics.spec("hps-v2")) is None         # fp16 rounding of a cosine
+    assert outside_hard_range(-1000.0, metrics.spec("blocks-layout")) is None  # GenEval's reward: unbounded below
+    assert outside_hard_range(1.2, metrics.spec("blocks-layout"))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("steps=-5", "steps = -5: must be >= 0"), ("warmstart_steps=-3", "warmstart_steps = -3: must be >= 0"),
+    ("lr=1e300", "a learning rate must lie in (0, 1]"), ("steps=0", "steps = 0: must be >= 1"),
+    ("clip_eps=-0.2", "clip_eps = -0.2: must be >= 0")])
+def test_impossible_training_settings_are_refused(tmp_path, capsys, override, message):
+    code = cli.main(["train", "shapes-tiny", override, "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2 and message in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+# -- 12. output: user text never forges lines, cells or the reading order ------------------------------------
+def test_control_and_bidi_characters_in_user_text_are_escaped_in_printed_tables():
+    from paintbench.harness.report import format_results
+
+    evil = "cats\tdogs\nFAKE LINE 100.00 %\u202eolleh"
+    results = {"suite": {"name": evil, "version": 1, "n_prompts": 1, "images_per_prompt": 1},
+               "generator": {"generator": "x\ny"},
+               "metrics": {"m": {"value": 0.5, "ci": [0.4, 0.6], "n_samples": 1, "n_prompts": 1,
+                                 "aggregation": "mean", "categories": {evil: {"value": 0.5, "ci": [0.4, 0.6],
+                                                                              "n_samples": 1}}}}}
+    text = format_results(results)
+    assert "\t" not in text and "\u202e" not in text and "FAKE LINE" not in text.split("\n")[0][:5]
+    assert all(not line.startswith("FAKE") for line in text.splitlines())
+    assert "cats\\tdogs\\nFAKE" in text and "\\u202e" in text
+
+
+def test_an_error_message_with_newlines_is_still_one_line(tmp_path, capsys):
+    bad = tmp_path / "a\nb.yaml"
+    bad.write_text("x: [")
+    code = cli.main(["train", str(bad), "--out", str(tmp_path / "o")])
+    assert code == 2 and "a\\nb.yaml" in one_error_line(capsys)
+
+
+def test_two_experiment_files_with_one_name_get_two_pages(tmp_path):
+    from paintbench.leaderboards.build import build_site
+
+    summary = {"protocol": "", "worlds": {"blocks": {"seeds": [0], "methods": {"HT-GRPO": {
+        "total": {"mean": 0.5, "sd": 0.0, "per_seed": [0.5]}, "cpu_seconds": 1.0}}}}}
+    paths = []
+    for folder, mean in (("a", 0.111), ("b", 0.222)):
+        (tmp_path / folder).mkdir()
+        summary["worlds"]["blocks"]["methods"]["HT-GRPO"]["total"]["mean"] = mean
+        (tmp_path / folder / "hierarchy.json").write_text(json.dumps(summary))
+        paths.append(tmp_path / folder / "hierarchy.json")
+    build_site([], [], tmp_path / "site", experiments=paths)
+    pages = sorted((tmp_path / "site").glob("experiment-*.html"))
+    assert len(pages) == 2
+    texts = "".join(p.read_text() for p in pages)
+    assert "0.111" in texts and "0.222" in texts
+
+
+def test_a_site_refuses_a_run_whose_scores_changed_after_its_results(tmp_path, capsys):
+    run = tmp_path / "run"
+    _oracle_run(run)
+    assert json.loads((run / "results.json").read_text())["metrics"]["shapes-geneval"]["scores_sha256"]
+    _edit_first(run / "scores" / "shapes-geneval.jsonl", lambda r: r.update(value=0.0))   # the swap, no new results
+    capsys.readouterr()
+    assert cli.main(["leaderboard", str(run), "--out", str(tmp_path / "site")]) == 2
+    assert "computed from other scores than scores/shapes-geneval.jsonl" in one_error_line(capsys)
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
+                     "--no-progress", "--rescore", "shapes-geneval"]) == 0
+    assert cli.main(["leaderboard", str(run), "--out", str(tmp_path / "site")]) == 0
