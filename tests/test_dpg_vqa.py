@@ -628,20 +628,35 @@ def _require_mplug_fixtures() -> Path:
     return MPLUG_FIXTURES
 
 
-def _find(pattern: str) -> Path:
-    hits = sorted(_require_mplug_fixtures().rglob(pattern))
+TINY_SET = "tiny"
+"""The fixture's tiny set (`tiny/`): the same official ModelScope code path at toy size, 24 cases."""
+FULL_SIZE_BEAM_CASES = ("v2_", "v4_", "v5_", "v6_")
+"""The full-size beam check runs one image of each kind: RGB with the longest question, grayscale L,
+RGBA and palette P (ModelScope's 504-px ViT-L/14 and 12-layer decoder take ~30 s a question on 2 cores).
+Every one of the 12 full-size cases still has its token ids and pixels checked, and every one of the
+tiny set's 24 cases its beams, scores and answers, through the same official code path."""
+
+
+def _set_root(which: str = "full") -> Path:
+    root = _require_mplug_fixtures()
+    return root / TINY_SET if which == TINY_SET else root
+
+
+def _find(pattern: str, which: str = "full") -> Path:
+    root = _set_root(which)
+    hits = sorted(p for p in root.rglob(pattern) if which == TINY_SET or TINY_SET not in p.relative_to(root).parts)
     if not hits:
         pytest.fail(f"{MPLUG_FIXTURES}: no {pattern}; {FIXTURE_LAYOUT}")
     return hits[0]
 
 
 @cache
-def _fixture_expected() -> dict[str, Any]:
-    return json.loads(_find("expected.json").read_text())
+def _fixture_expected(which: str = "full") -> dict[str, Any]:
+    return json.loads(_find("expected.json", which).read_text())
 
 
-def _cases() -> list[dict[str, Any]]:
-    data = _fixture_expected()
+def _cases(which: str = "full") -> list[dict[str, Any]]:
+    data = _fixture_expected(which)
     cases = data if isinstance(data, list) else next((data[k] for k in ("cases", "vqa", "results") if k in data), None)
     if not cases:
         pytest.fail(f"{MPLUG_FIXTURES}/expected.json has no cases; {FIXTURE_LAYOUT}")
@@ -653,14 +668,14 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
 
 
 @cache
-def _fixture_model_dir() -> Path:
+def _fixture_model_dir(which: str = "full") -> Path:
     """A model folder: the fixture's configs (+ vocab) and the checkpoint rebuilt from its manifest
     (cached by digest, as the other full-size fixtures are)."""
     from paintbench.metrics.synthetic import build_state_dict
     from tests.shared_data import cache_dir, cached_file
 
-    cfg = _find("config.yaml")
-    manifest_path = _find("*.manifest.json*")
+    cfg = _find("config.yaml", which)
+    manifest_path = _find("*.manifest.json*", which)
     opener = gzip.open if manifest_path.suffix == ".gz" else open
     with opener(manifest_path, "rt") as f:
         manifest = json.load(f)
@@ -692,23 +707,25 @@ def _fixture_model_dir() -> Path:
     return folder
 
 
-def _fixture_image(case: dict[str, Any]) -> Image.Image:
+def _fixture_image(case: dict[str, Any], which: str = "full") -> Image.Image:
     name = _first(case, "image", "image_file", "tile")
     if name is None:
         pytest.fail(f"case without an image; {FIXTURE_LAYOUT}")
-    hits = sorted(MPLUG_FIXTURES.rglob(Path(name).name))
+    hits = sorted(_set_root(which).rglob(Path(name).name))
     if not hits:
         pytest.fail(f"{MPLUG_FIXTURES}: image {name} not found")
     return Image.open(hits[0])
 
 
-@pytest.mark.slow
-@pytest.mark.full_size
-def test_mplug_fixture_tokens():
-    folder = _fixture_model_dir()
+SETS = [pytest.param("full", marks=[pytest.mark.slow, pytest.mark.full_size]), TINY_SET]
+
+
+@pytest.mark.parametrize("which", SETS)
+def test_mplug_fixture_tokens(which):
+    folder = _fixture_model_dir(which)
     tok = QuestionTokenizer(folder)
     checked = 0
-    for case in _cases():
+    for case in _cases(which):
         ids = _first(case, "input_ids", "token_ids", "question_ids")
         if ids is None:
             continue
@@ -721,19 +738,18 @@ def test_mplug_fixture_tokens():
         pytest.skip("the mPLUG fixture records no token ids")
 
 
-@pytest.mark.slow
-@pytest.mark.full_size
-def test_mplug_fixture_pixels():
+@pytest.mark.parametrize("which", SETS)
+def test_mplug_fixture_pixels(which):
     from paintbench.metrics.dpg.mplug import read_settings
     from paintbench.metrics.synthetic import tensor_sha256
 
-    res = read_settings(_fixture_model_dir()).image_res
+    res = read_settings(_fixture_model_dir(which)).image_res
     checked = 0
-    for case in _cases():
+    for case in _cases(which):
         px = _first(case, "pixels", "pixel_stats", "image_tensor")
         if not isinstance(px, dict):
             continue
-        got = preprocess(_fixture_image(case), res)
+        got = preprocess(_fixture_image(case, which), res)
         if "shape" in px:
             assert list(got.shape) == list(px["shape"])[-3:]
         if "sha256" in px:
@@ -746,14 +762,14 @@ def test_mplug_fixture_pixels():
         pytest.skip("the mPLUG fixture records no pixel data")
 
 
-@pytest.mark.slow
-@pytest.mark.full_size
-def test_mplug_fixture_beams_and_answers():
+@pytest.mark.parametrize("which", SETS)
+def test_mplug_fixture_beams_and_answers(which):
     """Reference mode against ModelScope's beams (ids exactly, scores to 1e-4) and answer strings;
-    fast mode must give the same answers. Max |score diff| is printed for the report."""
+    fast mode must give the same answers. Max |score diff| is printed for the report. The tiny set runs
+    every case; the full-size set one image of each kind (`FULL_SIZE_BEAM_CASES`)."""
     import warnings
 
-    folder = _fixture_model_dir()
+    folder = _fixture_model_dir(which)
     ids_emb = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -767,10 +783,13 @@ def test_mplug_fixture_beams_and_answers():
     fast_vqa = MPlugVQA(ref_vqa.model, ref_vqa.settings, ref_vqa.tokenizer, mode="fast")
     worst = 0.0
     by_image: dict[str, list[dict[str, Any]]] = {}   # one ViT pass per image (the official code runs one per
-    for case in _cases():                           # question; the vision states are the same tensor)
-        by_image.setdefault(str(_first(case, "image", "image_file", "tile")), []).append(case)
+    for case in _cases(which):                      # question; the vision states are the same tensor)
+        name = str(_first(case, "image", "image_file", "tile"))
+        if which == TINY_SET or Path(name).name.startswith(FULL_SIZE_BEAM_CASES):
+            by_image.setdefault(name, []).append(case)
+    assert by_image, "no fixture case selected"
     for cases in by_image.values():
-        image = _fixture_image(cases[0])
+        image = _fixture_image(cases[0], which)
         questions = [case["question"] for case in cases]
         refs, fasts = ref_vqa.answer_tile(image, questions), fast_vqa.answer_tile(image, questions)
         for case, got, fast in zip(cases, refs, fasts, strict=True):
@@ -783,7 +802,7 @@ def test_mplug_fixture_beams_and_answers():
             if want_answer is not None:
                 assert got.answer == want_answer
                 assert fast.answer == want_answer
-    print(f"mPLUG fixture parity: max |beam score diff| = {worst:.3g} (head tying: {ids_emb or 'strict'})")
+    print(f"mPLUG fixture parity ({which}): max |beam score diff| = {worst:.3g} (head tying: {ids_emb or 'strict'})")
     assert worst <= 1e-4
 
 

@@ -103,10 +103,10 @@ def test_importing_the_metrics_namespace_does_not_import_torch():
     assert out.stdout.strip() == "[]"
 
 
-# who may import whom: CLI -> leaderboards / trainer -> harness -> metrics -> plumbing (errors, config)
+# who may import whom: CLI -> leaderboards / trainer -> harness -> metrics -> plumbing (errors, config, files, text)
 ALLOWED = {"metrics": {"metrics"}, "harness": {"harness", "metrics"}, "trainer": {"trainer", "harness", "metrics"},
            "leaderboards": {"leaderboards", "harness", "metrics"}}
-PLUMBING = {"paintbench.errors", "paintbench.config", "paintbench.__version__"}
+PLUMBING = {"paintbench.errors", "paintbench.config", "paintbench.files", "paintbench.text", "paintbench.__version__"}
 
 
 def test_dependencies_point_one_way():
@@ -126,10 +126,11 @@ def test_dependencies_point_one_way():
                     if parts[0] != "paintbench" or m in PLUMBING or (len(parts) > 1 and parts[1] in allowed):
                         continue
                     bad.append(f"{f.relative_to(REPO)}:{node.lineno}: {top} imports {m}")
-    plumbing = [REPO / "paintbench" / "errors.py", REPO / "paintbench" / "config.py", REPO / "paintbench" / "__init__.py"]
+    plumbing = [REPO / "paintbench" / f"{name}.py" for name in ("errors", "config", "files", "text", "__init__")]
     for f in plumbing:
         for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("paintbench") and \
-                    node.module != "paintbench.errors":
+            names = [f"{node.module}.{a.name}" if node.module == "paintbench" else node.module
+                     for a in node.names] if isinstance(node, ast.ImportFrom) and node.module else []
+            if any(n.startswith("paintbench") and n not in PLUMBING - {"paintbench.config"} for n in names):
                 bad.append(f"{f.relative_to(REPO)}:{node.lineno}: plumbing imports {node.module}")
     assert not bad, "\n".join(bad)

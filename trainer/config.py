@@ -201,6 +201,11 @@ class HTGRPOConfig:
             raise UserError("rho_s and rho_min must lie in [0, 1]")
         if self.adv_leave_one_out and self.group_size < 2:
             raise UserError("adv_leave_one_out needs group_size >= 2")
+        for f in dataclasses.fields(self):  # lr=inf trained "successfully" into a NaN model
+            value = getattr(self, f.name)
+            numbers = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise UserError(f"{f.name} = {value}: not a finite number")
         for f in dataclasses.fields(self):  # steps=-5 ran silently: every count is >= 0 (seeds may be anything)
             value = getattr(self, f.name)
             if (isinstance(value, int) and not isinstance(value, bool) and value < 0
@@ -214,11 +219,6 @@ class HTGRPOConfig:
         for name in ("clip_eps", "beta", "max_grad_norm", "weight_decay", "temperature", "adv_eps"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} = {getattr(self, name)}: must be >= 0")
-        for f in dataclasses.fields(self):  # lr=inf trained "successfully" into a NaN model
-            value = getattr(self, f.name)
-            numbers = value if isinstance(value, (list, tuple)) else [value]
-            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-                raise UserError(f"{f.name} = {value}: not a finite number")
 
     # -- derived -----------------------------------------------------------------------------------
     def reward_weights(self) -> dict[str, float]:
