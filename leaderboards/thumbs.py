@@ -76,9 +76,11 @@ def file_sha256(path: Path) -> str:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding the pixels."""
-    with Image.open(path) as im:
-        return im.size
+    """(width, height) from the file's header, without decoding the pixels, within the image limits
+    (`metrics.images.image_header`)."""
+    from paintbench.metrics.images import image_header
+
+    return image_header(path)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

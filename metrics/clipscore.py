@@ -43,7 +43,7 @@ from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
 from paintbench.metrics.preprocess import openai_clip_pixels
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What these metrics are and which files they read, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -133,7 +133,7 @@ class TorchmetricsClipScoreProvider(Provider):
         from paintbench.metrics.pickscore import pil_image_processor
 
         self.folder = wts.pick(TORCHMETRICS_WEIGHT, weights, weights_dir, primary=TORCHMETRICS_WEIGHT)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(self.folder)), local_files_only=True,
+        self.tokenizer = AutoTokenizer.from_pretrained(str(checked_folder(self.folder)), local_files_only=True,
                                                        trust_remote_code=False)
         self.image_processor = pil_image_processor(self.folder)
         self.model = CLIPModel.from_pretrained(str(self.folder), local_files_only=True, trust_remote_code=False)

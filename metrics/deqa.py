@@ -48,7 +48,7 @@ from torch import nn
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -452,7 +452,7 @@ class DeQAProvider(Provider):
         files = wts.safetensors_files(self.folder, "DeQA-Score")
         require_fits("deqa", files, self.device, self.dtype)
         # the official slow LlamaTokenizer (legacy=False, as its tokenizer_config.json says)
-        self.tokenizer = LlamaTokenizer.from_pretrained(str(refuse_remote_code(self.folder)), local_files_only=True,
+        self.tokenizer = LlamaTokenizer.from_pretrained(str(checked_folder(self.folder)), local_files_only=True,
                                                         legacy=False, trust_remote_code=False)
         self.image_processor = pil_image_processor(self.folder)
         self.background = tuple(int(x * 255) for x in self.image_processor.image_mean)

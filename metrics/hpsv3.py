@@ -45,7 +45,7 @@ from torch import nn
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -251,7 +251,7 @@ def load_tokenizer(base: Path) -> tuple[Any, str | None]:
     `chat_template.json` when the folder has one (else the tokenizer's own)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(base)), local_files_only=True,
+    tokenizer = AutoTokenizer.from_pretrained(str(checked_folder(base)), local_files_only=True,
                                               trust_remote_code=False, padding_side="right")
     tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})
     template_file = base / "chat_template.json"
@@ -275,7 +275,7 @@ def build_model(base: Path, state: Mapping[str, torch.Tensor], vocab: int, check
     model would take minutes and 33 GB; a tensor the file lacks or has extra is an error naming it)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    config = Qwen2VLConfig.from_pretrained(str(refuse_remote_code(base)), local_files_only=True, trust_remote_code=False)
+    config = Qwen2VLConfig.from_pretrained(str(checked_folder(base)), local_files_only=True, trust_remote_code=False)
     getattr(config, "text_config", config).vocab_size = vocab
     config.vocab_size = vocab
     with torch.device("meta"):
@@ -354,7 +354,7 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "h
         "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "vocab_size": vocab}), encoding="utf-8")
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    config = Qwen2VLConfig.from_pretrained(str(refuse_remote_code(base)), local_files_only=True, trust_remote_code=False)
+    config = Qwen2VLConfig.from_pretrained(str(checked_folder(base)), local_files_only=True, trust_remote_code=False)
     getattr(config, "text_config", config).vocab_size = vocab + 1      # + HPSv3's <|Reward|>
     config.vocab_size = vocab + 1
     torch.manual_seed(seed)

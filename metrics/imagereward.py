@@ -45,7 +45,7 @@ from paintbench.metrics.blip import ImageRewardNet, TextConfig, VisionConfig
 from paintbench.metrics.heads import head_shapes
 from paintbench.metrics.images import ImageBatch, as_image_batch
 from paintbench.metrics.preprocess import clip_pil, clip_tensor
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -292,7 +292,7 @@ def load_tokenizer(folder: Path):
     """The official `init_tokenizer()`: BertTokenizer + bos `[DEC]` + additional special `[ENC]`."""
     from transformers import BertTokenizer
 
-    tokenizer = BertTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True, trust_remote_code=False)
+    tokenizer = BertTokenizer.from_pretrained(str(checked_folder(folder)), local_files_only=True, trust_remote_code=False)
     tokenizer.add_special_tokens({"bos_token": BOS_TOKEN})
     tokenizer.add_special_tokens({"additional_special_tokens": [ENC_TOKEN]})
     return tokenizer

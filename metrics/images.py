@@ -101,9 +101,9 @@ def load_image(source: str | os.PathLike[str] | Image.Image, *, name: str | None
             raise BadImageError(f"{label}: no such file")
         if path.is_dir():
             raise BadImageError(f"{label}: is a directory, not an image")
+        image_header(path, label)   # the limits, from the header, before any pixel is decoded
         try:
             with Image.open(path) as opened:
-                check_size(opened.width, opened.height, label)
                 opened.load()
                 img = opened.copy()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -34,7 +34,7 @@ from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
 from paintbench.metrics.preprocess import clip_tensor
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What this metric is and which files it reads, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -64,7 +64,7 @@ def pil_image_processor(folder: Path) -> Any:
     import transformers
 
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
-    return cls.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True, trust_remote_code=False)
+    return cls.from_pretrained(str(checked_folder(folder)), local_files_only=True, trust_remote_code=False)
 
 
 def processor_pixels(images: ImageBatch, processor: Any, size: int, device: torch.device,
@@ -118,10 +118,10 @@ class PickScoreProvider(Provider):
 
         self.model_path = wts.pick(MODEL_WEIGHT, weights, weights_dir, primary=MODEL_WEIGHT)
         self.processor_path = wts.pick(PROCESSOR_WEIGHT, weights, weights_dir, primary=MODEL_WEIGHT)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(self.processor_path)), local_files_only=True,
+        self.tokenizer = AutoTokenizer.from_pretrained(str(checked_folder(self.processor_path)), local_files_only=True,
                                                        trust_remote_code=False)
         self.image_processor = pil_image_processor(self.processor_path)
-        self.model = CLIPModel.from_pretrained(str(refuse_remote_code(self.model_path)), local_files_only=True,
+        self.model = CLIPModel.from_pretrained(str(checked_folder(self.model_path)), local_files_only=True,
                                                trust_remote_code=False)
         self.model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         crop = self.image_processor.crop_size   # a dict (4.x), a SizeDict (5.x) or an int

@@ -46,7 +46,7 @@ from torch import nn
 from paintbench.metrics import weights as wts
 from paintbench.metrics.base import Device, DType, Metadata, PathArg, Prompts, Provider, Scores, WeightsArg
 from paintbench.metrics.images import ImageBatch
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # What these metrics are and which files they read, as literals: the registry reads them without
 # importing this module (`metrics.registry`).
@@ -245,7 +245,7 @@ class UniPerceptModel:
         require_fits("unipercept", files, device, dtype)
         self.config = json.loads(safe_files.read_text(folder / "config.json", "config"))
         require_config_matches_checkpoint(self.config, files, folder / "config.json")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+        self.tokenizer = AutoTokenizer.from_pretrained(str(checked_folder(folder)), local_files_only=True,
                                                        trust_remote_code=False)
         self.system_message = self.config.get("system_message", DEFAULT_SYSTEM_MESSAGE)
         state = read_folder_state(folder)

@@ -112,14 +112,24 @@ def read_text(path: str | os.PathLike[str], kind: str, *, max_bytes: int | None 
         raise InputError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
 
 
-def check_regular(path: str | os.PathLike[str], kind: str) -> Path:
-    """`path` if it is a regular file (not a link) within its kind's cap: for files a library opens itself
-    (a tokenizer's merges.txt), checked before the library reads them."""
-    fd = open_fd(path)
-    try:
-        size = os.fstat(fd).st_size
-    finally:
-        os.close(fd)
+def check_regular(path: str | os.PathLike[str], kind: str, *, follow_links: bool = False) -> Path:
+    """`path` if it is a regular file within its kind's cap: for files a library opens itself (a
+    tokenizer's merges.txt), checked before the library reads them. `follow_links` checks what a link
+    points at (a Hugging Face cache snapshot links every file to its blob) instead of refusing it."""
+    if follow_links:
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}: not a regular file ({_kind(st.st_mode)})")
+        size = st.st_size
+    else:
+        fd = open_fd(path)
+        try:
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
     cap = limit(kind)
     if size > cap:
         raise InputError(f"{path}: {size:,} bytes, more than the {cap:,}-byte limit for a {kind} file "

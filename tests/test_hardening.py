@@ -123,7 +123,7 @@ def test_a_decompression_bomb_is_one_failed_sample_in_score(tmp_path, capsys):
 @pytest.mark.hf
 def test_a_weights_folder_asking_for_remote_code_is_refused_before_any_load(tmp_path):
     from paintbench import metrics
-    from paintbench.metrics.remote_code import refuse_remote_code
+    from paintbench.metrics.remote_code import checked_folder
     from paintbench.metrics.synthetic import write_tiny_weights
 
     write_tiny_weights("unipercept-iqa", tmp_path)
@@ -133,7 +133,7 @@ def test_a_weights_folder_asking_for_remote_code_is_refused_before_any_load(tmp_
     cfg["auto_map"] = {"AutoTokenizer": ["evil.EvilTokenizer", None]}
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match=r"tokenizer_config\.json: asks for code from the weights folder \(auto_map\)"):
-        refuse_remote_code(folder)
+        checked_folder(folder)
     with pytest.raises(InputError, match="auto_map"):
         metrics.get("unipercept-iqa", weights_dir=tmp_path).score(
             __import__("torch").zeros(1, 3, 32, 32, dtype=__import__("torch").uint8), ["x"])
@@ -442,3 +442,23 @@ def test_a_site_refuses_a_run_whose_scores_changed_after_its_results(tmp_path, c
     assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
                      "--no-progress", "--rescore", "shapes-geneval"]) == 0
     assert cli.main(["leaderboard", str(run), "--out", str(tmp_path / "site")]) == 0
+
+
+def test_an_oversized_or_device_tokenizer_file_is_refused_before_the_tokenizer_reads_it(tmp_path, monkeypatch):
+    from paintbench.metrics.remote_code import checked_folder
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "merges.txt").write_bytes(b"a b\n" * 1000)
+    checked_folder(folder)
+    blob = tmp_path / "blob"
+    blob.write_text("{}")
+    (folder / "vocab.json").symlink_to(blob)                 # a Hugging Face cache snapshot links to blobs
+    checked_folder(folder)
+    monkeypatch.setenv("PAINTBENCH_MAX_TOKENIZER_BYTES", "100")
+    with pytest.raises(InputError, match=r"merges\.txt: 4,000 bytes, more than the 100-byte limit"):
+        checked_folder(folder)
+    monkeypatch.delenv("PAINTBENCH_MAX_TOKENIZER_BYTES")
+    (folder / "tokenizer.json").symlink_to("/dev/zero")
+    with pytest.raises(InputError, match=r"tokenizer\.json: not a regular file \(a character device\)"):
+        checked_folder(folder)

@@ -14,7 +14,7 @@ import torch
 from paintbench.errors import UserError
 from paintbench.harness.generators.base import GeneratedImage, Generator, Request
 from paintbench.metrics.base import resolve_dtype
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 
 class DiffusersGenerator(Generator):
@@ -34,7 +34,7 @@ class DiffusersGenerator(Generator):
         self.negative_prompt = self.options.pop("negative_prompt", None)
         self.dtype = resolve_dtype(self.options.pop("dtype", "float32"))
         self.extra = dict(self.options)
-        self.pipe = DiffusionPipeline.from_pretrained(str(refuse_remote_code(Path(arg).expanduser())),
+        self.pipe = DiffusionPipeline.from_pretrained(str(checked_folder(Path(arg).expanduser())),
                                                       torch_dtype=self.dtype, local_files_only=True,
                                                       trust_remote_code=False)
         self.pipe.to(device)

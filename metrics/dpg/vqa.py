@@ -32,7 +32,7 @@ from PIL import Image
 from paintbench.errors import MissingFileError
 from paintbench.metrics import weights as wts
 from paintbench.metrics.dpg.mplug import MPLUG_WEIGHT, HeadTying, MPlugVQA
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 DEFAULT_BACKEND = "mplug"
 BACKENDS: tuple[str, ...] = ("mplug", "blip-vqa", "qwen-vl")
@@ -70,13 +70,13 @@ class HFBackend(VQABackend):
 
     def _setup(self, folder: Path, processor_class: Any, device: torch.device | str, max_new_tokens: int,
                batch_size: int) -> None:
-        refuse_remote_code(folder)
+        checked_folder(folder)
         require_known_model_type(folder, self.name)
         self.folder = folder
         self.device = torch.device(device)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
-        self.processor = processor_class.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+        self.processor = processor_class.from_pretrained(str(checked_folder(folder)), local_files_only=True,
                                                          trust_remote_code=False)
 
 

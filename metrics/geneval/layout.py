@@ -36,7 +36,7 @@ from PIL import Image, ImageOps
 
 from paintbench.metrics.geneval.detector import OBJECT_NAMES
 from paintbench.metrics.geneval.rules import COLORS, RELATIONS, TAGS
-from paintbench.metrics.images import BadImageError, load_image
+from paintbench.metrics.images import BadImageError, image_header, load_image
 
 SAMPLE_NAME = re.compile(r"\d+\.png")
 IMAGES_PER_PROMPT = 4
@@ -218,9 +218,8 @@ def _check_sizes(layout: Layout) -> None:
     sizes: dict[Path, tuple[int, int]] = {}
     for item in layout.items:
         try:
-            with Image.open(item.path) as im:
-                sizes[item.path] = im.size
-        except Exception:  # unreadable: reported when it is decoded
+            sizes[item.path] = image_header(item.path)
+        except BadImageError:  # unreadable or over the limits: reported when it is decoded
             continue
     if not sizes:
         return

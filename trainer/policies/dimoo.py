@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from paintbench.metrics.base import resolve_dtype
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 from paintbench.trainer.policies.backbone import BackbonePolicy, to_uint8
 from paintbench.trainer.policy import MASK, PromptBatch, cfg_combine
 
@@ -163,7 +163,7 @@ class DiMOOPolicy(BackbonePolicy):
 
         torch_dtype = resolve_dtype(dtype)
         model = _dimoo_import("model", "LLaDAForMultiModalGeneration").from_pretrained(
-            str(refuse_remote_code(model_path)), torch_dtype=torch_dtype, trust_remote_code=False)
+            str(checked_folder(model_path)), torch_dtype=torch_dtype, trust_remote_code=False)
         from diffusers import VQModel
 
         vq = VQModel.from_pretrained(vq_path or model_path, subfolder="vqvae")

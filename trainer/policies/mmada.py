@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from paintbench.metrics.base import resolve_dtype
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 from paintbench.trainer.policies.backbone import BackbonePolicy, to_uint8
 from paintbench.trainer.policy import MASK, PromptBatch, cfg_combine
 
@@ -160,10 +160,10 @@ class MMaDAPolicy(BackbonePolicy):
 
         torch_dtype = resolve_dtype(dtype)
         MAGVITv2, MMadaModelLM = import_mmada()
-        model = MMadaModelLM.from_pretrained(str(refuse_remote_code(model_path)), trust_remote_code=False,
+        model = MMadaModelLM.from_pretrained(str(checked_folder(model_path)), trust_remote_code=False,
                                              torch_dtype=torch_dtype)
         vq = MAGVITv2.from_pretrained(vq_path)
-        tokenizer = AutoTokenizer.from_pretrained(str(refuse_remote_code(tokenizer_path or model_path)), padding_side="left",
+        tokenizer = AutoTokenizer.from_pretrained(str(checked_folder(tokenizer_path or model_path)), padding_side="left",
                                                   trust_remote_code=False)
         lay = MMaDALayout(**{k: tuple(v) if isinstance(v, list) else v for k, v in (layout or {}).items()})
         lay = _ids_from_tokenizer(lay, tokenizer)

@@ -18,7 +18,7 @@ from paintbench.metrics.dpg.mplug.configuration import (
     START_ID,
     MPlugLoadError,
 )
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # ------------------------------------------------------------------------------------------- text
 _CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
@@ -46,7 +46,7 @@ class QuestionTokenizer:
         if not (folder / "vocab.txt").is_file():
             raise MPlugLoadError(f"{folder}: no vocab.txt")
         self.max_tokens = max_tokens
-        self.tok = BertTokenizer.from_pretrained(str(refuse_remote_code(folder)), local_files_only=True,
+        self.tok = BertTokenizer.from_pretrained(str(checked_folder(folder)), local_files_only=True,
                                                  trust_remote_code=False)
         self.special = set(self.tok.all_special_tokens)
         vocab = self.tok.get_vocab()

@@ -37,7 +37,7 @@ from paintbench.metrics.geneval.detector.conversion import (
     mmdet3_to_hf,
     mmdet3_to_mmdet2,
 )
-from paintbench.metrics.remote_code import refuse_remote_code
+from paintbench.metrics.remote_code import checked_folder
 
 # --------------------------------------------------------------------------------------------- reading
 
@@ -175,7 +175,7 @@ def _load_hf_folder(path: Path, base: DetectorConfig) -> LoadedDetector:
 
     with _quiet_transformers():
         model, info = Mask2FormerForUniversalSegmentation.from_pretrained(
-            str(refuse_remote_code(path)), local_files_only=True, output_loading_info=True, trust_remote_code=False
+            str(checked_folder(path)), local_files_only=True, output_loading_info=True, trust_remote_code=False
         )
     missing = [k for k in info.get("missing_keys", []) if not _HF_UNUSED.search(k)]
     mismatched = info.get("mismatched_keys", [])
