@@ -150,6 +150,9 @@ def read_image_inputs(images: str | os.PathLike[str], prompts: str | os.PathLike
         raise MissingFileError(f"{src}: no such file or folder")
     failures: dict[str, str] = {}
     order: list[str] = []
+    if not src.is_dir() and not src.is_file():
+        raise InputError(f"{src}: --images must be a folder or a .jsonl file (this is neither: a device, FIFO or "
+                         "socket)")
     if src.is_file():
         if src.suffix.lower() != ".jsonl":
             raise InputError(f"{src}: --images must be a folder or a .jsonl file")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from paintbench.errors import UserError
 from paintbench.harness.aggregate import compare_metric
+from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
 from paintbench.text import printable
 
@@ -15,13 +15,47 @@ from paintbench.text import printable
 def load_results(run: str | Path) -> dict[str, Any]:
     if not Path(run).is_dir():
         raise UserError(f"{run}: no such folder")
+    from paintbench import files
+
     path = RunDir(run).results_path
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"{run}: no results.json (is the run finished? rerun the same `paintbench eval` to resume)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e}); rerun the same `paintbench eval` to rebuild it") from e
+    results = files.load_json(path, "summary", what="paintbench results")
+    why = results_problem(results)
+    if why:
+        raise UserError(f"{path}: not a paintbench results file ({why}); rerun the same `paintbench eval` to "
+                        "rebuild it")
+    return results
+
+
+def _number_or_none(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def results_problem(results: Any) -> str | None:
+    """What makes `results` unusable as a results.json (None when the printers can read it). Pure."""
+    if not isinstance(results, dict):
+        return "not a mapping"
+    suite = results.get("suite")
+    if not isinstance(suite, dict) or not {"name", "version", "n_prompts", "images_per_prompt"} <= set(suite):
+        return "no suite section"
+    if not isinstance(results.get("generator"), dict):
+        return "no generator section"
+    metrics = results.get("metrics")
+    if not isinstance(metrics, dict):
+        return "no metrics section"
+    for name, m in metrics.items():
+        ci = m.get("ci") if isinstance(m, dict) else None
+        if not (isinstance(m, dict) and _number_or_none(m.get("value")) and isinstance(ci, list) and len(ci) == 2
+                and all(_number_or_none(x) for x in ci) and isinstance(m.get("aggregation"), str)
+                and isinstance(m.get("categories", {}), dict)):
+            return f"metric {str(name)[:60]!r} lacks value, ci or aggregation"
+        for cat, c in m.get("categories", {}).items():
+            cci = c.get("ci") if isinstance(c, dict) else None
+            if not (isinstance(c, dict) and _number_or_none(c.get("value")) and isinstance(cci, list) and len(cci) == 2
+                    and all(_number_or_none(x) for x in cci)):
+                return f"category {str(cat)[:60]!r} of {str(name)[:60]!r} lacks value or ci"
+    return None
 
 
 def _fmt(x: float | None, pct: bool) -> str:
@@ -76,8 +110,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
                            "direction": "difference = B - A", "metrics": {}}
     for m in shared_metrics:
         agg = ra["metrics"][m]["aggregation"]
-        recs_a = [r for r in read_jsonl(da.scores_path(m))[0] if r["prompt_id"] in same]
-        recs_b = [r for r in read_jsonl(db.scores_path(m))[0] if r["prompt_id"] in same]
+        recs_a = [r for r in read_scores(da.scores_path(m), m)[0] if r["prompt_id"] in same]
+        recs_b = [r for r in read_scores(db.scores_path(m), m)[0] if r["prompt_id"] in same]
         category_of = {p: pa[p][1] for p in same}
         res = compare_metric(recs_a, recs_b, category_of, aggregation=agg, n_resamples=n_resamples, seed=seed)
         res["a"] = ra["metrics"][m]["value"]
@@ -89,7 +123,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
 
 
 def _prompts(rd: RunDir) -> dict[str, tuple[str, str | None]]:
-    return {r["prompt_id"]: (r["prompt"], r.get("category")) for r in read_jsonl(rd.samples_path)[0]}
+    """prompt id -> (text, category) of a run's samples; a damaged record (no text id or prompt) is
+    left out, so its prompt is simply not shared."""
+    return {r["prompt_id"]: (r["prompt"], r.get("category")) for r in read_jsonl(rd.samples_path)[0]
+            if isinstance(r.get("prompt_id"), str) and isinstance(r.get("prompt"), str)}
 
 
 def format_comparison(cmp: dict[str, Any]) -> str:

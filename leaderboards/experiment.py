@@ -7,7 +7,6 @@ contexts; objects per image). Summaries written before the tuned protocol (no `t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,20 +38,70 @@ class Experiment:
 
 
 def load_experiment(path: str | Path) -> Experiment:
+    from paintbench import files
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{p}: no such experiment file") from None
-    except ValueError as e:
-        raise UserError(f"{p}: not valid JSON ({e})") from e
+    if not p.exists() and not p.is_symlink():
+        raise UserError(f"{p}: no such experiment file")
+    data = files.load_json(p, "summary", what="an experiment summary")
     if not isinstance(data, dict) or not isinstance(data.get("worlds"), dict) or not data["worlds"]:
         raise UserError(f"{p}: not an experiment summary (expected 'worlds' from bench_hierarchy.py report --json)")
     for world, w in data["worlds"].items():
         if not isinstance(w, dict) or not isinstance(w.get("methods"), dict) or not w["methods"]:
-            raise UserError(f"{p}: world {world!r} has no 'methods'")
+            raise UserError(f"{p}: world {str(world)[:60]!r} has no 'methods'")
+        why = world_problem(w)
+        if why:
+            raise UserError(f"{p}: world {str(world)[:60]!r}: {why}")
     name = p.stem
     return Experiment(name, f"experiment-{slugify(name)}", p, data)
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _curve_ok(points: Any) -> bool:
+    return isinstance(points, list) and all(isinstance(q, list) and len(q) == 3 and all(_num(x) for x in q)
+                                            for q in points)
+
+
+def world_problem(w: dict[str, Any]) -> str | None:
+    """What makes one world of a summary unreadable for the page (wrong types, short curve points,
+    non-numbers); None when it renders. Pure."""
+    if not isinstance(w.get("seeds", []), list):
+        return "'seeds' is not a list"
+    for method, e in w["methods"].items():
+        name = str(method)[:60]
+        if not isinstance(e, dict):
+            return f"method {name!r} is not a mapping"
+        for o in OUTCOME_LABELS:
+            if o not in e:
+                continue
+            cell = e[o]
+            seeds = cell.get("per_seed", []) if isinstance(cell, dict) else None
+            if not (isinstance(cell, dict) and _num(cell.get("mean")) and _num(cell.get("sd", 0.0))
+                    and isinstance(seeds, list) and all(_num(x) for x in seeds)):
+                return f"{name!r} {o}: needs numbers mean, sd and a per_seed list"
+            cmp = cell.get("vs_htgrpo")
+            if cmp is not None and not (isinstance(cmp, dict) and all(
+                    cmp.get(k) is None or _num(cmp.get(k)) for k in ("difference", "low", "high", "p_value",
+                                                                     "p_permutation", "p_t"))):
+                return f"{name!r} {o}: vs_htgrpo holds non-numbers"
+        if not isinstance(e.get("curve", {}), dict) or not all(_curve_ok(v) for v in e.get("curve", {}).values()):
+            return f"{name!r}: every curve point must be [round, mean, sd]"
+        if not isinstance(e.get("guard", {}), dict) or not all(_curve_ok(v) for v in e.get("guard", {}).values()):
+            return f"{name!r}: every guard point must be [round, mean, sd]"
+        if not isinstance(e.get("start", {}), dict) or (e.get("cpu_seconds") is not None and not _num(e["cpu_seconds"])):
+            return f"{name!r}: 'start' must be a mapping and 'cpu_seconds' a number"
+    tuning = w.get("tuning", {})
+    if not isinstance(tuning, dict) or not all(
+            isinstance(cells, dict) and all(isinstance(c, dict) and _num(c.get("mean")) and _num(c.get("sd"))
+                                            and isinstance(c.get("per_seed"), dict) for c in cells.values())
+            for cells in tuning.values()):
+        return "'tuning' must map methods to {lr: {mean, sd, per_seed}}"
+    if not isinstance(w.get("chosen_lr", {}), dict) or not all(_num(v) for v in w.get("chosen_lr", {}).values()):
+        return "'chosen_lr' must map methods to numbers"
+    return None
 
 
 def world_table(exp: Experiment, world: str) -> Table:

@@ -16,7 +16,6 @@ Every key is read defensively: a row may lack any key, and values may be null.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -179,12 +178,13 @@ def load_run(path: str | Path) -> Run:
     if not rd.results_path.exists():
         raise UserError(f"{root}: no results.json (is the run finished? rerun the same `paintbench eval` "
                         "to resume)")
-    try:
-        results = json.loads(rd.results_path.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise UserError(f"{rd.results_path}: not valid JSON ({e})") from e
-    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
-        raise UserError(f"{rd.results_path}: not a paintbench results file (no metrics)")
+    from paintbench import files
+    from paintbench.harness.report import results_problem
+
+    results = files.load_json(rd.results_path, "summary", what="paintbench results")
+    why = results_problem(results)
+    if why:
+        raise UserError(f"{rd.results_path}: not a paintbench results file ({why})")
     raw_samples, problems = read_jsonl(rd.samples_path)
     samples: list[Sample] = []
     by_key: dict[Key, Sample] = {}

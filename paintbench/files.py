@@ -175,3 +175,21 @@ def load_yaml(text: str, source: str | os.PathLike[str]) -> Any:
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"{source}: not valid YAML ({first})") from None
+
+
+def load_json(path: str | os.PathLike[str], kind: str, *, what: str = "JSON") -> Any:
+    """JSON from an untrusted file: regular, within its cap, UTF-8, no NaN or Infinity (not JSON, and
+    they break every page and export downstream), nesting no deeper than Python's parser can take; one
+    `InputError` naming the file otherwise."""
+    import json
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    text = read_text(path, kind)
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except RecursionError:
+        raise InputError(f"{path}: not {what} paintbench reads (nested too deeply)") from None
+    except ValueError as e:
+        raise InputError(f"{path}: not valid {what} ({e})") from None

@@ -213,6 +213,11 @@ class HTGRPOConfig:
                 raise UserError(f"{f.name} = {value}: must be >= 0")
         if self.steps < 1:
             raise UserError(f"steps = {self.steps}: must be >= 1")
+        for name in ("policy_options", "reward_options"):
+            if not isinstance(getattr(self, name), dict):
+                raise UserError(f"{name}: must be a mapping (key: value), got {type(getattr(self, name)).__name__}")
+        if not all(isinstance(v, dict) for v in self.reward_options.values()):
+            raise UserError("reward_options: each reward's options must be a mapping")
         for name in ("lr", "warmstart_lr"):
             if not 0 < getattr(self, name) <= 1:  # lr=1e300 overflowed Adam into a traceback
                 raise UserError(f"{name} = {getattr(self, name)}: a learning rate must lie in (0, 1]")

@@ -51,12 +51,12 @@ def validate_answers(data: Any, source: str = "answers") -> Answers:
 
 def load_answers(path: str | Path) -> Answers:
     """Read an answers file (fixture `answers.json` format)."""
+    from paintbench import files
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DPGError(f"{p}: not valid JSON ({e})") from None
-    return validate_answers(data, str(p))
+    if not p.exists() and not p.is_symlink():
+        raise DPGError(f"{p}: no such answers file")
+    return validate_answers(files.load_json(p, "records", what="an answers file"), str(p))
 
 
 def save_answers(path: str | Path, answers: Mapping[str, Sequence[Mapping[str, str]]]) -> Path:

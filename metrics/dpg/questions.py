@@ -165,8 +165,12 @@ class _Row:
 
 def _read_rows(path: Path) -> list[_Row]:
     """CSV records with the line each starts on; blank lines are skipped (as pandas does)."""
+    import io
+
+    from paintbench.files import read_text
+
     rows: list[_Row] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_text(path, "prompts"), newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)

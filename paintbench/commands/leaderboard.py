@@ -29,8 +29,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from paintbench.errors import UserError
     from paintbench.leaderboards.build import BuildOptions, build_site
 
+    out = Path(args.out)
+    if (out.exists() and not out.is_dir()) or (out.is_symlink() and not out.exists()):
+        raise UserError(f"--out {out}: not a folder (a file, FIFO or dangling link is never written into)")
     opts = BuildOptions(title=args.title, baseline=args.baseline, images=args.images, thumb_size=args.thumb_size,
                         jobs=args.jobs, alpha=args.alpha, n_resamples=args.n_resamples, seed=args.seed)
     report = build_site(args.runs, args.train_log, args.out, opts,
