@@ -34,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from paintbench import files
 from paintbench.errors import UserError
 
 FORMAT_VERSION = 1
@@ -75,7 +76,7 @@ class JsonlAppender:
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_torn_tail(path)
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = files.open_append(path)   # never through a link planted in a folder we did not create
 
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
@@ -196,9 +197,7 @@ class RunDir:
                                 f"{', '.join(diffs)}); use another --out, or the same settings to resume")
             return
         doc = {"format_version": FORMAT_VERSION, "identity": identity, **config}
-        tmp = self.config_path.with_name("config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        os.replace(tmp, self.config_path)
+        files.write_atomic(self.config_path, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode("utf-8"))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -308,37 +307,29 @@ class RunDir:
 
     def log(self, event: str, **fields: Any) -> None:
         rec = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid(), "event": event, **fields}
-        with open(self.root / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec, default=str) + "\n")
+        fd = files.open_append(self.root / "log.jsonl")
+        try:
+            os.write(fd, (json.dumps(rec, default=str) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
 
 
 def _write_sorted(path: Path, records: dict[Key, dict[str, Any]], order: list[Key]) -> None:
     rank = {k: i for i, k in enumerate(order)}
     keys = sorted(records, key=lambda k: (rank.get(k, len(rank)), k))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for k in keys:
-            f.write(json.dumps(records[k], ensure_ascii=False, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    files.write_atomic(path, "".join(json.dumps(records[k], ensure_ascii=False, sort_keys=True) + "\n"
+                                     for k in keys).encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:
     """Replace `path` atomically (a reader sees the old or the new file, never half of one)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    files.write_atomic(path, (json.dumps(data, indent=1, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace a JSONL file atomically, one record per line, in the given order."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    files.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
 
 
 def read_text(path: Path) -> str:

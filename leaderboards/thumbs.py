@@ -84,10 +84,10 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    from paintbench.files import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data, fsync=False)
 
 
 def make_thumbnail(src: Path, dest_stem: Path, size: int) -> tuple[Path, int, int]:

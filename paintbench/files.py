@@ -193,3 +193,31 @@ def load_json(path: str | os.PathLike[str], kind: str, *, what: str = "JSON") ->
         raise InputError(f"{path}: not {what} paintbench reads (nested too deeply)") from None
     except ValueError as e:
         raise InputError(f"{path}: not valid {what} ({e})") from None
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:
+    """Replace `path` with `data` atomically and without following links: the bytes go to a new
+    temporary file (`O_EXCL | O_NOFOLLOW`: a planted file or link of that name is refused, never
+    written through), then `os.replace` renames it over `path` (a rename replaces a link at `path`
+    itself, never what it points to). A reader sees the old or the new file, never half of one."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        os.unlink(tmp)   # our own leftover from a killed process with this pid (a link is removed, not followed)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, p)
+
+
+def open_append(path: str | os.PathLike[str]) -> int:
+    """A file descriptor appending to a regular file (created if absent), never through a link."""
+    return open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

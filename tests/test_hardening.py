@@ -462,3 +462,38 @@ def test_an_oversized_or_device_tokenizer_file_is_refused_before_the_tokenizer_r
     (folder / "tokenizer.json").symlink_to("/dev/zero")
     with pytest.raises(InputError, match=r"tokenizer\.json: not a regular file \(a character device\)"):
         checked_folder(folder)
+
+
+def test_files_written_in_a_run_folder_never_follow_a_planted_link(tmp_path, capsys):
+    run, victim = tmp_path / "run", tmp_path / "victim.txt"
+    _oracle_run(run)
+    victim.write_text("precious\n")
+    (run / "results.json").unlink()
+    (run / "results.json").symlink_to(victim)              # replaced by the new file, the target untouched
+    (run / ".results.json.tmp").symlink_to(victim)          # an old fixed temp name: never written through
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
+                     "--no-progress"]) == 0
+    assert not (run / "results.json").is_symlink() and json.loads((run / "results.json").read_text())["metrics"]
+    (run / "log.jsonl").unlink()
+    (run / "log.jsonl").symlink_to(victim)                  # an append through a link is refused
+    capsys.readouterr()
+    assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(run), "--limit", "3",
+                     "--no-progress"]) == 2
+    assert "log.jsonl: is a symbolic link" in one_error_line(capsys)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_training_log_that_is_a_link_is_refused(tmp_path, capsys):
+    out, victim = tmp_path / "run", tmp_path / "victim.txt"
+    out.mkdir()
+    victim.write_text("precious\n")
+    (out / "metrics.jsonl").symlink_to(victim)
+    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "--out", str(out),
+                     "--quiet"])
+    assert code == 2 and "already holds a training run" in one_error_line(capsys)
+    # --resume with no checkpoint starts over: the log is rewritten as a file of its own, the target untouched
+    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "--out", str(out),
+                     "--quiet", "--resume"])
+    assert code == 0 and not (out / "metrics.jsonl").is_symlink()
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
+    assert victim.read_text() == "precious\n"

@@ -17,7 +17,6 @@ generators seeded by (seed, round, row), so the RNG states matter only for code 
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -113,12 +112,9 @@ def prune(folder: Path, keep: int) -> None:
 def write_marker(path: Path, text: str) -> None:
     """Replace a small marker file atomically (temp file, fsync, rename): a kill leaves the old marker or
     the new one, never an empty one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from paintbench.files import write_atomic
+
+    write_atomic(path, (text + "\n").encode("utf-8"))
 
 
 def is_complete(folder: Path) -> bool:

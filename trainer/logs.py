@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from paintbench.files import open_append, write_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -63,14 +66,17 @@ class RunLogger:
                     keep.append(line)
             except (json.JSONDecodeError, ValueError, TypeError):
                 continue
-        self.path.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
+        write_atomic(self.path, "".join(x + "\n" for x in keep).encode("utf-8"))
 
     def log(self, step: int, values: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: _clean(v) for k, v in values.items()}}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, sort_keys=False) + "\n")
+        fd = open_append(self.path)   # never through a link planted in the run folder
+        try:
+            os.write(fd, (json.dumps(row, sort_keys=False) + "\n").encode("utf-8"))
+        finally:
+            os.close(fd)
         if self.writer is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
