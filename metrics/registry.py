@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paintbench.errors import InputError, UnknownNameError
+from paintbench.errors import InputError, UnknownNameError, UserError
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,35 @@ def get(name: str, **kwargs: Any):
     s = spec(name)
     module_name, _, attr = s.target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except Exception as e:  # only what a loading library raised is converted: see _raised_in_loader_library
+        library = _raised_in_loader_library(e)
+        if isinstance(e, UserError) or library is None:
+            raise   # ours (already one line) or a bug: the traceback is the report
+        raise InputError(f"{name}: {library} could not load its weights ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else 'no message'}); check the weight folder's files "
+                         "(paintbench weights list shows where each is looked for)") from e
+
+
+LOADER_LIBRARIES = ("transformers", "tokenizers", "safetensors", "huggingface_hub", "diffusers", "sentencepiece",
+                    "open_clip", "timm")
+
+
+def _raised_in_loader_library(e: BaseException) -> str | None:
+    """The loading library an exception was raised in (its innermost frame), or None: a malformed weight
+    folder makes transformers raise OSError/ValueError from deep inside `from_pretrained`, which is the
+    user's to fix; the same types raised by paintbench's own code are bugs and keep their traceback."""
+    tb = e.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return None
+    module = str(last.tb_frame.f_globals.get("__name__", ""))
+    top = module.split(".")[0]
+    return top if top in LOADER_LIBRARIES else None
 
 
 def metadata_problems(name: str, records: list[Any]) -> list[str]:

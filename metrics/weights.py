@@ -246,9 +246,16 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        from paintbench.metrics.memory import safetensors_header
+
+        safetensors_header(path)   # a hostile header is one clear error before the library parses it
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as e:
+            raise InputError(f"{path}: not a readable safetensors file ({e})") from None
     import torch
 
     if _is_torchscript(path):  # never torch.jit.load: it runs the archive's code
@@ -258,7 +265,7 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(
+        raise InputError(   # a ValueError too: callers that catch ValueError keep working
             f"{path}: cannot be read as a weights-only checkpoint ({type(e).__name__}: {e}). paintbench "
             "never unpickles arbitrary objects; convert the file to a plain state dict or safetensors."
         ) from e
@@ -423,5 +430,5 @@ def safetensors_files(folder: Path, what: str) -> list[Path]:
         files = [folder / "model.safetensors"]
     for f in files:
         if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing ({what}'s weights: model.safetensors or the shards of its index)")
+            raise MissingFileError(f"{f}: missing ({what}'s weights: model.safetensors or the shards of its index)")
     return files

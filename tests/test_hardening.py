@@ -497,3 +497,66 @@ def test_a_training_log_that_is_a_link_is_refused(tmp_path, capsys):
     assert code == 0 and not (out / "metrics.jsonl").is_symlink()
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
     assert victim.read_text() == "precious\n"
+
+
+# -- 10. the last traceback paths of the list ----------------------------------------------------------------
+@pytest.mark.hf
+def test_a_pickle_payload_is_refused_as_one_line_not_a_traceback(tmp_path, capsys):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    weights = tmp_path / "w"
+    write_tiny_weights("imagereward", weights)              # the other files real, the checkpoint a payload
+    (weights / "ImageReward.pt").write_bytes(pickle.dumps({"state": Evil()}))
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (16, 16)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "images" / "a.txt").write_text("a photo")
+    code = cli.main(["score", "--metric", "imagereward", "--images", str(tmp_path / "images"), "--weights-dir",
+                     str(weights), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code in (2, 3) and "Traceback" not in err and not (tmp_path / "pwned").exists()
+    assert "cannot be read as a weights-only checkpoint" in err
+
+
+def test_a_weights_folder_without_its_safetensors_is_a_missing_file(tmp_path):
+    from paintbench.errors import MissingFileError
+    from paintbench.metrics.weights import load_state_dict, safetensors_files
+
+    (tmp_path / "m").mkdir()
+    with pytest.raises(MissingFileError, match="model.safetensors: missing"):
+        safetensors_files(tmp_path / "m", "DeQA-Score")
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    with pytest.raises(InputError, match="not a safetensors file"):
+        load_state_dict(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.hf
+def test_transformers_errors_for_a_damaged_folder_are_one_line_naming_the_metric(tmp_path, capsys):
+    from paintbench import metrics
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    write_tiny_weights("pickscore", tmp_path)
+    for cfg in tmp_path.rglob("config.json"):
+        cfg.write_text('{"model_type": "clip", "text_config": 5}')
+    with pytest.raises(InputError, match=r"pickscore: \w+ could not load its weights") as info:
+        metrics.get("pickscore", weights_dir=tmp_path)
+    assert info.value.__cause__ is not None          # the library's own error stays attached (--debug shows it)
+
+
+def test_a_bug_of_our_own_in_a_provider_keeps_its_traceback(monkeypatch):
+    from paintbench import metrics
+    from paintbench.harness.shapes.provider import ShapesGenEvalProvider
+
+    def broken(self, **kw):
+        raise KeyError("ours")
+
+    monkeypatch.setattr(ShapesGenEvalProvider, "__init__", broken)
+    with pytest.raises(KeyError, match="ours"):
+        metrics.get("shapes-geneval")
