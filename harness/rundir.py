@@ -197,7 +197,7 @@ class RunDir:
                                 f"{', '.join(diffs)}); use another --out, or the same settings to resume")
             return
         doc = {"format_version": FORMAT_VERSION, "identity": identity, **config}
-        files.write_atomic(self.config_path, yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode("utf-8"))
+        files.write_atomic(self.config_path, files.dump_yaml(doc).encode("utf-8"))
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -210,7 +210,7 @@ class RunDir:
 
     def _config_doc(self) -> dict[str, Any]:
         try:
-            doc = yaml.safe_load(read_text(self.config_path)) or {}
+            doc = files.load_yaml(read_text(self.config_path, "config"), self.config_path) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{self.config_path}: not valid YAML ({str(e).splitlines()[0]}); it was edited or "
                             "damaged: restore it, or use a new --out") from e
@@ -332,12 +332,10 @@ def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     files.write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8"))
 
 
-def read_text(path: Path) -> str:
-    """A text file the user gave or edited, as UTF-8; an error names the file and what is wrong."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+def read_text(path: Path, kind: str = "prompts") -> str:
+    """A text file the user gave or edited, as UTF-8, through `paintbench.files` (a regular file, no link,
+    within its kind's cap); an error names the file and what is wrong."""
+    return files.read_text(path, kind)
 
 
 @contextlib.contextmanager

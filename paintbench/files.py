@@ -221,3 +221,15 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
 def open_append(path: str | os.PathLike[str]) -> int:
     """A file descriptor appending to a regular file (created if absent), never through a link."""
     return open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML that `load_yaml` reads back: never anchors or aliases (PyYAML writes `&id001`/`*id001` for an
+    object that appears twice, which `load_yaml` refuses)."""
+    import yaml
+
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(data, Dumper=NoAliases, sort_keys=False, allow_unicode=True)

@@ -530,7 +530,7 @@ def test_a_weights_folder_without_its_safetensors_is_a_missing_file(tmp_path):
     from paintbench.metrics.weights import load_state_dict, safetensors_files
 
     (tmp_path / "m").mkdir()
-    with pytest.raises(MissingFileError, match="model.safetensors: missing"):
+    with pytest.raises(MissingFileError, match=r"model\.safetensors: missing"):
         safetensors_files(tmp_path / "m", "DeQA-Score")
     (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", 2**62) + b"{}")
     with pytest.raises(InputError, match="not a safetensors file"):

@@ -27,10 +27,12 @@ def load_records(source: str, *, seed: int = 1, per_tag: int = 200, split: str =
         from paintbench.harness.shapes.prompts import make_prompts
 
         return [dict(r) for r in make_prompts(seed, per_tag, split=None if split == "all" else split)]
+    from paintbench.files import read_text
+
     path = Path(source).expanduser()
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise UserError(f"prompts: {source!r} is neither 'shapes' nor a file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "prompts")   # a regular file within the cap: a FIFO or /dev/zero never hangs
     if path.suffix == ".txt":
         return [{"prompt": line.strip()} for line in text.splitlines() if line.strip()]
     records = []

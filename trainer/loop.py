@@ -193,9 +193,10 @@ class Trainer:
             if cfg.warmstart_steps > 0:
                 self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
         if self.dist.is_main:
-            import yaml
 
-            (self.out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+            from paintbench.files import dump_yaml, write_atomic
+
+            write_atomic(self.out / "config.yaml", dump_yaml(to_dict(cfg)).encode("utf-8"))
 
     # settings a resume may change: how long to train, how often to log, save and evaluate, where weights are
     RESUMABLE_CHANGES = frozenset({"steps", "log_every", "save_every", "keep_checkpoints", "sample_every",
@@ -204,15 +205,13 @@ class Trainer:
     def _check_same_settings(self) -> None:
         """`--resume` with other settings would continue one run with another's maths: refused, naming
         the keys (the harness refuses a run directory made with other settings the same way)."""
-        import yaml
 
         saved_path = self.out / "config.yaml"
         if not saved_path.is_file():
             return
-        try:
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{saved_path}: not valid YAML ({str(e).splitlines()[0]}); restore it to resume") from e
+        from paintbench import files
+
+        saved = files.load_yaml(files.read_text(saved_path, "config"), saved_path) or {}
         now = json.loads(json.dumps(to_dict(self.cfg), default=str))
         saved = json.loads(json.dumps(saved, default=str))
         diff = sorted(k for k in set(now) | set(saved)
