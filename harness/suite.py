@@ -203,7 +203,7 @@ def _read_yaml(path: Path) -> Any:
     tags), no anchors or aliases, bounded nesting (`paintbench.files`); errors name the file."""
     from paintbench import files
 
-    return files.load_yaml(files.read_text(path, "config"), path)
+    return files.load_yaml(files.read_text(path, "config"), path, what="suite YAML")
 
 
 def load_suite(name_or_path: str, include_paths: list[str | Path] | None = None) -> Suite:

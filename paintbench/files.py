@@ -153,7 +153,7 @@ def inside(folder: str | os.PathLike[str], name: str, what: str = "file") -> Pat
 MAX_YAML_DEPTH = 32
 
 
-def load_yaml(text: str, source: str | os.PathLike[str]) -> Any:
+def load_yaml(text: str, source: str | os.PathLike[str], *, what: str = "YAML") -> Any:
     """YAML from an untrusted file, refused with one line when it uses anchors or aliases (a 0.5 KB
     alias bomb expands to gigabytes), nests deeper than `MAX_YAML_DEPTH`, or does not parse. The check
     walks the parser's events, which never expand an alias, before anything is constructed."""
@@ -174,7 +174,7 @@ def load_yaml(text: str, source: str | os.PathLike[str]) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{source}: not valid YAML ({first})") from None
+        raise InputError(f"{source}: not valid {what} ({first})") from None
 
 
 def load_json(path: str | os.PathLike[str], kind: str, *, what: str = "JSON") -> Any:
