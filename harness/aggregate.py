@@ -8,22 +8,41 @@ means, and its interval resamples prompts within each category.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from paintbench.harness import stats
 
+SET_TRANSFORMS: dict[str, Callable[[float], float]] = {
+    "clamp_min_0": lambda v: max(v, 0.0),   # torchmetrics' CLIPScore.compute(): max(mean, 0)
+}
+"""Monotone maps applied to a set's mean (and its interval bounds, which a monotone map carries over
+exactly for percentile intervals) when a metric's official set value is not the mean of per-pair values."""
 
-def values_by_prompt(records: Iterable[Mapping[str, Any]]) -> tuple[dict[str, list[float]], int]:
-    """{prompt_id: [values]} over records with a value, and the number of failed records."""
+
+def values_by_prompt(records: Iterable[Mapping[str, Any]], detail: str | None = None
+                     ) -> tuple[dict[str, list[float]], int]:
+    """{prompt_id: [values]} over records with a value, and the number of failed records. With `detail`,
+    the per-pair quantity is read from `details[detail]` instead of `value` (records without it fail)."""
     out: dict[str, list[float]] = defaultdict(list)
     failed = 0
     for r in records:
-        if r.get("value") is None:
+        v = r.get("value")
+        if detail is not None and v is not None:
+            v = (r.get("details") or {}).get(detail)
+        if v is None:
             failed += 1
             continue
-        out[str(r["prompt_id"])].append(float(r["value"]))
+        out[str(r["prompt_id"])].append(float(v))
     return dict(out), failed
+
+
+def _transformed(entry: dict[str, Any], transform: Callable[[float], float]) -> dict[str, Any]:
+    out = dict(entry)
+    if out.get("value") is not None:
+        out["value"] = transform(out["value"])
+    out["ci"] = [None if b is None else transform(b) for b in out.get("ci", [None, None])]
+    return out
 
 
 def _estimate(est: stats.Estimate) -> dict[str, Any]:
@@ -33,9 +52,27 @@ def _estimate(est: stats.Estimate) -> dict[str, Any]:
 
 def aggregate_metric(records: list[Mapping[str, Any]], category_of: Mapping[str, str | None], *,
                      aggregation: str, categories: list[str] | None = None, n_resamples: int = 10_000,
-                     confidence: float = 0.95, seed: int = 0) -> dict[str, Any]:
-    """Value, CI and counts overall and per category for one metric."""
-    by_prompt, failed = values_by_prompt(records)
+                     confidence: float = 0.95, seed: int = 0,
+                     set_value: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Value, CI and counts overall and per category for one metric. `set_value` (detail key, transform;
+    the metric's `ProviderSpec.set_value`) computes the official set value instead of the mean of the
+    per-pair values: the transform of the mean of that detail."""
+    if set_value is not None:
+        detail, name = set_value
+        out = _aggregate(records, category_of, aggregation=aggregation, categories=categories,
+                         n_resamples=n_resamples, confidence=confidence, seed=seed, detail=detail)
+        out = _transformed(out, SET_TRANSFORMS[name])
+        out["categories"] = {c: _transformed(e, SET_TRANSFORMS[name]) for c, e in out["categories"].items()}
+        out["set_value"] = f"{name}(mean of {detail})"
+        return out
+    return _aggregate(records, category_of, aggregation=aggregation, categories=categories,
+                      n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def _aggregate(records: list[Mapping[str, Any]], category_of: Mapping[str, str | None], *,
+               aggregation: str, categories: list[str] | None, n_resamples: int, confidence: float,
+               seed: int, detail: str | None = None) -> dict[str, Any]:
+    by_prompt, failed = values_by_prompt(records, detail)
     out: dict[str, Any] = {"aggregation": aggregation, "n_failed": failed, "confidence": confidence,
                            "n_resamples": n_resamples}
     if not by_prompt:

@@ -507,7 +507,8 @@ def build_results(rd: RunDir, suite: Suite, items: list[PromptItem], ipp: int, m
     for m in metrics_:
         records, _ = read_scores(rd.scores_path(m.name), m.name, known_prompts=category_of)
         res = aggregate_metric(records, category_of, aggregation=m.aggregation, categories=suite.categories,
-                               n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed)
+                               n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed,
+                               set_value=M.spec(m.name).set_value)
         res.update(metric_summary(m.name, records))
         res["primary"] = m.primary
         res["higher_is_better"] = M.spec(m.name).higher_is_better  # so a site ranks it without the plugin

@@ -169,8 +169,19 @@ def score_report(rd: RunDir, fi: FolderInput, extra: dict[str, Any] | None = Non
         n = len(xs)
         mean = math.fsum(xs) / n if n else None
         std = (math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0) if n else None
+        set_value = M.spec(m).set_value
+        extra_m: dict[str, Any] = {}
+        if set_value is not None and n:   # the official set value (torchmetrics' compute()), not the pair mean
+            from paintbench.harness.aggregate import SET_TRANSFORMS
+
+            detail, name = set_value
+            raw = [float(r["details"][m][detail]) for r in rows if m in r["scores"]
+                   and isinstance(r["details"].get(m), dict) and detail in r["details"][m]]
+            if len(raw) == n:
+                extra_m = {"mean_of_pairs": mean, "set_value": f"{name}(mean of {detail})"}
+                mean = SET_TRANSFORMS[name](math.fsum(raw) / n)
         prov = rd.root / "scores" / f"{m}.provenance.json"
-        per_metric[m] = {"mean": mean, "std": std, "n": n, "n_failed": len(rows) - n,
+        per_metric[m] = {"mean": mean, "std": std, "n": n, "n_failed": len(rows) - n, **extra_m,
                          "higher_is_better": M.spec(m).higher_is_better,
                          "provenance": json.loads(prov.read_text(encoding="utf-8")) if prov.is_file() else None}
     summary = {"n_samples": len(rows), "metrics": per_metric, "std": "sample (ddof=1)",

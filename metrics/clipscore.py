@@ -56,7 +56,7 @@ METRICS = [
      "version": "clipscore-torchmetrics/1", "higher_is_better": True, "nominal_range": (15.0, 35.0),
      "summary": "torchmetrics CLIPScore: HF CLIP ViT-L/14, max(100 x cos, 0) per pair",
      "weights": ("clip-vit-large-patch14",), "needs_prompt": True, "display": (1.0, 2),
-     "hard_range": (0.0, 100.0)},
+     "hard_range": (0.0, 100.0), "set_value": ("score_unclamped", "clamp_min_0")},
 ]
 WEIGHTS = [
     {"name": "clip-vit-b-32", "filename": "ViT-B-32.pt", "description": "OpenAI CLIP ViT-B/32 (CLIPScore, Hessel et al.)",

@@ -47,6 +47,10 @@ class ProviderSpec:
     # Every metric with a true bound declares it; None (both sides open) is a linear head on embeddings
     # (aesthetic, ImageReward, HPSv3) or a weight-dependent scale (PickScore's exp(logit_scale) x cosine).
     hard_range: tuple[float | None, float | None] | None = None
+    # how the official code turns a set of pairs into one number, when it is not the mean of the per-pair
+    # values: (detail key holding the per-pair quantity, transform of its mean); see harness.aggregate.
+    # torchmetrics' CLIPScore.compute() is max(mean of the unclamped 100·cos, 0), not the mean of max(·, 0).
+    set_value: tuple[str, str] | None = None
 
 
 _REGISTRY: dict[str, ProviderSpec] = {}

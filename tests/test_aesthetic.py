@@ -141,7 +141,8 @@ def test_stored_fixture_checkpoints_load_and_agree(tiny_provider):
 @pytest.mark.slow
 @pytest.mark.full_size
 def test_parity_full_vit_l_14(tmp_path):
-    """Full-size OpenAI ViT-L/14 (427M elements, 855 MB fp16), rebuilt once and cached by digest."""
+    """The one full-size aesthetic check (why it is slow: OpenAI ViT-L/14, 427 M elements, 855 MB fp16,
+    rebuilt once and cached by digest, loaded and run on CPU)."""
     m = sd.manifest(FULL_MANIFEST)
 
     def write(path: Path) -> None:

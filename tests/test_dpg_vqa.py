@@ -765,8 +765,10 @@ def test_mplug_fixture_pixels(which):
 @pytest.mark.parametrize("which", SETS)
 def test_mplug_fixture_beams_and_answers(which):
     """Reference mode against ModelScope's beams (ids exactly, scores to 1e-4) and answer strings;
-    fast mode must give the same answers. Max |score diff| is printed for the report. The tiny set runs
-    every case; the full-size set one image of each kind (`FULL_SIZE_BEAM_CASES`)."""
+    fast mode must give the same answers. The tiny set runs every case; the full-size set (the one
+    full-size mPLUG check; why it is slow: mPLUG-large, a 504-px ViT-L/14 and a 12-layer beam-search
+    decoder, ~2.5 GB rebuilt once and cached, on CPU) one image of each kind (`FULL_SIZE_BEAM_CASES`).
+    Max |score diff| is printed for the report."""
     import warnings
 
     folder = _fixture_model_dir(which)

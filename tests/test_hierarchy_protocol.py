@@ -153,3 +153,4 @@ def test_the_bench_chooses_the_best_mean_validation_rate_only_when_every_seed_fi
     assert bench.method_names(["htgrpo", "maskgrpo"]) == ["HT-GRPO", "MaskGRPO"]
     with pytest.raises(SystemExit, match="unknown method"):
         bench.method_names(["ppo"])
+

@@ -187,7 +187,8 @@ def test_reduced_all_pairs_both_versions(reduced):
 @pytest.mark.slow
 @pytest.mark.full_size
 def test_full_vit_h_14_all_pairs(tmp_path):
-    """986 M parameters: about 2 GB cached fp16 file, 4 GB fp32 model; 8 + 8 encodings."""
+    """The one full-size HPS check (why it is slow: 986 M parameters, a 2 GB cached fp16 file and a 4 GB
+    fp32 model loaded and run on CPU; 8 + 8 encodings). Everything else in this module runs tiny weights."""
     block = shared_data.preference_expected()["hps_v2"]["full_vit_h_14"]
     ckpt = _fixture_checkpoint("hps__ViT-H-14")
     folder = _official_names_dir(tmp_path, ckpt)

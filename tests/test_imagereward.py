@@ -107,6 +107,8 @@ def full_size_checkpoint() -> Path:
 @pytest.mark.slow
 @pytest.mark.full_size
 def test_full_size_parity_with_official_scorer(tmp_path):
+    """The one full-size ImageReward check against the official scorer's numbers (why it is slow: the
+    BLIP ViT-L + BERT checkpoint, ~1.8 GB, rebuilt once and cached, loaded and run on CPU)."""
     exp = sd.preference_expected()["imagereward"]
     assert exp["normalization"] == {"mean": REWARD_MEAN, "std": REWARD_STD}
     prompts = sd.preference_prompts()
