@@ -88,7 +88,8 @@ class Dist:
                 try:
                     torch.device(requested)
                 except RuntimeError as e:
-                    raise UserError(f"--device {requested}: not a device ({e})") from None
+                    hint = " (did you mean 'cuda'?)" if requested.lower() in ("gpu", "gpu0", "nvidia", "cuda0") else ""
+                    raise UserError(f"--device {requested}: not a device{hint} ({e})") from None
             return requested
         if torch.cuda.is_available():
             return f"cuda:{self.local_rank}" if self.world_size > 1 else "cuda"

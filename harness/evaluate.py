@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -276,7 +277,8 @@ def _save_sample(rd: RunDir, r: Request, img: Any, settings: dict[str, Any], *, 
                 im.verify()
                 w, h = im.size
         except Exception as e:
-            raise OSError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+            why = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", "its bytes", str(e))
+            raise OSError(f"{path}: not a readable image ({type(e).__name__}: {why})") from e
         image_ref = str(path)
     else:
         pil = _to_pil(img, r)

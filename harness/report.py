@@ -136,8 +136,17 @@ def format_comparison(cmp: dict[str, Any]) -> str:
         lo, hi = r["low"], r["high"]
         conf = round(100 * r["confidence"])
         lines.append(f"{printable(m)}: A {r['mean_a']:.4f}  B {r['mean_b']:.4f} (on the shared prompts)  diff {r['difference']:+.4f} "
-                     f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  p={r['p_value']:.4g}  shared prompts {r['n_shared']}"
+                     f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  {p_text(r['p_value'], r.get('n_resamples'))}  "
+                     f"shared prompts {r['n_shared']}"
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
         if r.get("version_a") != r.get("version_b"):
             lines.append(f"  warning: metric versions differ ({r['version_a']} vs {r['version_b']})")
     return "\n".join(lines)
+
+
+def p_text(p: float, n_resamples: int | None) -> str:
+    """A bootstrap p-value as text: at its floor 1/(B+1) it says `p < 1/B` (the resampling cannot
+    resolve smaller values), never `p=9.999e-05`."""
+    if n_resamples and p <= 1.0 / (n_resamples + 1) * (1 + 1e-9):
+        return f"p < {1.0 / n_resamples:.0e} (bootstrap floor, {n_resamples} resamples)"
+    return f"p={p:.4g}"

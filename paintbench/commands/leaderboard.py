@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training experiment summary (benchmarks/bench_hierarchy.py report --json); repeatable")
     p.add_argument("--out", required=True, metavar="SITE_DIR", help="where the site is written (rebuilt in place)")
     p.add_argument("--title", default="paintbench leaderboard", help="site title")
-    p.add_argument("--baseline", help="run name or directory that comparisons measure against (default: the first)")
+    p.add_argument("--baseline", help="run name or directory that comparisons measure against (default: the run with the most prompts)")
     p.add_argument("--images", choices=("copy", "symlink", "none"), default="copy",
                    help="full-size images: copy (hard link when possible; default), symlink (local viewing "
                         "only), none (thumbnails only)")

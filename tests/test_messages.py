@@ -1,0 +1,28 @@
+"""Small messages that must say the right thing (issue #22, item 12)."""
+
+from __future__ import annotations
+
+import pytest
+
+from paintbench.errors import UserError
+from paintbench.harness.dist import Dist
+from paintbench.harness.report import p_text
+
+
+def test_a_bootstrap_p_at_its_floor_is_said_as_a_bound():
+    assert p_text(1 / 10_001, 10_000) == "p < 1e-04 (bootstrap floor, 10000 resamples)"
+    assert p_text(0.0312, 10_000) == "p=0.0312"
+    assert p_text(1 / 501, 500) == "p < 2e-03 (bootstrap floor, 500 resamples)"
+
+
+def test_device_gpu_suggests_cuda():
+    with pytest.raises(UserError, match=r"--device gpu: not a device \(did you mean 'cuda'\?\)"):
+        Dist().device("gpu")
+
+
+def test_the_leaderboard_help_names_the_real_default_baseline(capsys):
+    from paintbench import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["leaderboard", "--help"])
+    assert "the run with the most prompts" in " ".join(capsys.readouterr().out.split())
