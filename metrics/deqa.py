@@ -505,7 +505,8 @@ def write_tiny_weights(directory: str | Path, *, seed: int = 0, metric: str = "d
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 8), model_writer=model, vocab_size=320,
                                    model_type="bpe", bos_id=1, eos_id=2, unk_id=0, pad_id=-1,
-                                   character_coverage=1.0, byte_fallback=True)   # deterministic for a fixed text
+                                   character_coverage=1.0, byte_fallback=True,   # deterministic for a fixed text
+                                   minloglevel=2)   # its trainer's ~300 lines of logs said nothing to a user
     (folder / "tokenizer.model").write_bytes(model.getvalue())
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": True, "add_eos_token": False,

@@ -26,3 +26,11 @@ def test_the_leaderboard_help_names_the_real_default_baseline(capsys):
     with pytest.raises(SystemExit):
         cli.main(["leaderboard", "--help"])
     assert "the run with the most prompts" in " ".join(capsys.readouterr().out.split())
+
+
+def test_writing_the_tiny_deqa_tokenizer_prints_no_trainer_log(tmp_path, capfd):
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    write_tiny_weights("deqa", tmp_path)
+    captured = capfd.readouterr()
+    assert "trainer_interface" not in captured.err and len(captured.err.splitlines()) < 10
