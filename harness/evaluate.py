@@ -203,7 +203,8 @@ def generate_phase(rd: RunDir, suite: Suite, mine: list[PromptItem], ipp: int, c
                         "finish it with the same generator, or use a new --out")
     from tqdm import tqdm
 
-    bar = tqdm(total=len(units), desc="generate", unit="img", disable=not show, file=sys.stderr)
+    bar = tqdm(total=len(units), desc="read images" if gen.brings_files else "generate", unit="img",
+               disable=not show, file=sys.stderr)
     failures = []
     with JsonlAppender(rd.sample_part(dist.rank)) as log:
         if gen.brings_files:  # existing files (whole grids): one missing file is that sample's problem

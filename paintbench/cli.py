@@ -70,8 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
-        print(f"paintbench {args.command}: interrupted; the finished work is kept: rerun the same command to "
-              f"resume{' (with --resume)' if args.command == 'train' else ''}", file=sys.stderr)
+        # on a line of its own (a progress bar may be mid-line), and true whether or not anything finished
+        print(f"\npaintbench {args.command}: interrupted; whatever had finished is kept: rerun the same command "
+              f"to resume{' (with --resume)' if args.command == 'train' else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `paintbench results ... | head`
         return 0

@@ -140,7 +140,9 @@ def test_ctrl_c_says_how_to_resume(monkeypatch, capsys):
 
     monkeypatch.setattr(results, "run", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
     assert cli.main(["results", "somewhere"]) == 130
-    assert "interrupted; the finished work is kept: rerun the same command to resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("\n")   # never inside a progress bar's line
+    assert "interrupted; whatever had finished is kept: rerun the same command to resume" in err
 
 
 def test_small_messages_say_the_right_thing(tmp_path, capsys):
