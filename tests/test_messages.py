@@ -34,3 +34,17 @@ def test_writing_the_tiny_deqa_tokenizer_prints_no_trainer_log(tmp_path, capfd):
     write_tiny_weights("deqa", tmp_path)
     captured = capfd.readouterr()
     assert "trainer_interface" not in captured.err and len(captured.err.splitlines()) < 10
+
+
+def test_the_metrics_table_keeps_its_columns_for_long_names(capsys):
+    from paintbench import cli
+
+    assert cli.main(["metrics"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    col = header.index("version")
+    rows = [ln for ln in lines[2:] if ln and not ln.startswith((" ", "missing", "weights"))]
+    assert any(ln.startswith("clipscore-torchmetrics ") for ln in rows)
+    for ln in rows:
+        if ln.split()[0] in {"clipscore-torchmetrics", "aesthetic", "hps-v2.1"}:
+            assert ln[col - 1] == " " and ln[col] != " ", ln   # the version starts in its column

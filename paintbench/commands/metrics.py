@@ -44,13 +44,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'metric':<16} {'version':<22} {'better':<7} {'range':<14} {'weights':<9} summary"
+    # columns as wide as their widest entry (clipscore-torchmetrics broke a fixed 16-character column)
+    wn = max([len("metric"), *(len(r["name"]) for r in rows)])
+    wv = max([len("version"), *(len(r["version"]) for r in rows)])
+    header = f"{'metric':<{wn}} {'version':<{wv}} {'better':<7} {'range':<14} {'weights':<9} summary"
     print(header)
     print("-" * len(header))
     for r in rows:
         lo, hi = r["range"]
         weights = ("synthetic" if r["synthetic_weights"] else "present") if r["weights_present"] else "missing"
-        print(f"{r['name']:<16} {r['version']:<22} {'higher' if r['higher_is_better'] else 'lower':<7} "
+        print(f"{r['name']:<{wn}} {r['version']:<{wv}} {'higher' if r['higher_is_better'] else 'lower':<7} "
               f"{f'{lo:g}..{hi:g}':<14} {weights:<9} {r['summary']}")
     missing = sorted({f for r in rows for f in r["missing"]})
     if missing:
