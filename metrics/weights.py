@@ -48,6 +48,7 @@ class WeightSpec:
     size_bytes: int | None = None
     files: tuple[str, ...] = ()  # for a folder: the files it must contain (the first is required)
     optional: bool = False
+    source_note: str | None = None  # where it comes from when that is no URL or hub repo (ModelScope, ...)
 
     @property
     def is_dir(self) -> bool:
@@ -63,7 +64,7 @@ class WeightSpec:
             return f"hf://{self.hf_repo} ({', '.join(self.files)})"
         if self.hf_repo:
             return f"hf://{self.hf_repo}/{self.hf_filename or self.filename}"
-        return self.url or "(no public source)"
+        return self.url or self.source_note or "(no public source)"
 
 
 # name -> WeightSpec. Filled from the metric modules' `WEIGHTS` declarations on first use of the

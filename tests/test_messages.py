@@ -48,3 +48,12 @@ def test_the_metrics_table_keeps_its_columns_for_long_names(capsys):
     for ln in rows:
         if ln.split()[0] in {"clipscore-torchmetrics", "aesthetic", "hps-v2.1"}:
             assert ln[col - 1] == " " and ln[col] != " ", ln   # the version starts in its column
+
+
+def test_weights_list_names_where_the_dpg_vqa_model_comes_from(capsys):
+    from paintbench import cli
+
+    assert cli.main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "modelscope download --model damo/mplug_visual-question-answering_coco_large_en" in out
+    assert "(no public source)" not in out.split("mplug_visual-question-answering_coco_large_en")[1][:300]

@@ -56,7 +56,10 @@ WEIGHTS = [
                     "(damo/mplug_visual-question-answering_coco_large_en, now iic/...). Download it on a machine "
                     "with network access: `modelscope download --model "
                     "damo/mplug_visual-question-answering_coco_large_en --local_dir DIR`",
-     "files": ("pytorch_model.bin", "config.yaml", "config_bert.json", "vocab.txt")},
+     "files": ("pytorch_model.bin", "config.yaml", "config_bert.json", "vocab.txt"),
+     "source_note": "ModelScope damo/mplug_visual-question-answering_coco_large_en: `modelscope download --model "
+                    "damo/mplug_visual-question-answering_coco_large_en --local_dir "
+                    "WEIGHTS_DIR/mplug_visual-question-answering_coco_large_en`"},
 ]
 
 DEFAULT_CSV_NAME = "dpg/dpg_bench.csv"
