@@ -693,17 +693,20 @@ def _fixture_model_dir(which: str = "full") -> Path:
     ckpt = cached_file(digest or "mplug-fixture", "pytorch_model.bin", write)
     folder = cache_dir() / f"mplug-model-{digest}"
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "config_bert.json", "configuration.json", "vocab.txt"):
-        src = cfg.parent / name
-        if src.is_file():
-            shutil.copyfile(src, folder / name)
-    if not (folder / "vocab.txt").is_file():
-        from tests.shared_data import bert_tokenizer_dir
+    import fcntl
 
-        shutil.copyfile(bert_tokenizer_dir(folder / "_bert") / "vocab.txt", folder / "vocab.txt")
-    link = folder / "pytorch_model.bin"
-    if not link.exists():
-        link.symlink_to(ckpt)
+    with open(folder.parent / f"mplug-model-{digest}.lock", "a") as lock:   # pytest-xdist workers build it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "pytorch_model.bin").exists():
+            for name in ("config.yaml", "config_bert.json", "configuration.json", "vocab.txt"):
+                src = cfg.parent / name
+                if src.is_file():
+                    shutil.copyfile(src, folder / name)
+            if not (folder / "vocab.txt").is_file():
+                from tests.shared_data import bert_tokenizer_dir
+
+                shutil.copyfile(bert_tokenizer_dir(folder / "_bert") / "vocab.txt", folder / "vocab.txt")
+            (folder / "pytorch_model.bin").symlink_to(ckpt)   # last: its presence means the folder is complete
     return folder
 
 
