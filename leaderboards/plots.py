@@ -147,6 +147,19 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
     return Markup("".join(out))
 
 
+def _row_chart_frame(labels: Sequence[str], title: str, width: int, row_h: int, top: int,
+                     bottom: int) -> tuple[float, int, float, list[str]]:
+    """The frame of a chart with one labelled row per item: (label width, height, plot width, the
+    opening SVG elements with the title)."""
+    label_w = min(220, 12 + 6.5 * max((len(lab) for lab in labels), default=4))
+    height = top + bottom + row_h * max(1, len(labels))
+    pw = width - label_w - 64 - 12   # 64: the value column at the right
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" role="img" aria-label="{escape(title)}" {FONT}>', f"<title>{escape(title)}</title>",
+           f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
+    return label_w, height, pw, out
+
+
 def interval_plot(items: Sequence[tuple[str, float | None, float | None, float | None, str | None]], *,
                   title: str, scale: float = 1.0, decimals: int = 2, zero: float | None = None,
                   bars: bool = False, width: int = 560) -> Markup:
@@ -156,13 +169,7 @@ def interval_plot(items: Sequence[tuple[str, float | None, float | None, float |
     "tied" hollow: the same marks as the tables."""
     rows = [(str(lab), v, lo, hi, mark) for lab, v, lo, hi, mark in items]
     row_h, top, bottom = 20, 26, 24
-    label_w = min(220, 12 + 6.5 * max((len(r[0]) for r in rows), default=4))
-    value_w = 64
-    height = top + bottom + row_h * max(1, len(rows))
-    pw = width - label_w - value_w - 12
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" width="{width}" '
-           f'height="{height}" role="img" aria-label="{escape(title)}" {FONT}>', f"<title>{escape(title)}</title>",
-           f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
+    label_w, height, pw, out = _row_chart_frame([r[0] for r in rows], title, width, row_h, top, bottom)
     nums = [x * scale for _, v, lo, hi, _ in rows for x in (v, lo, hi) if is_number(x)]
     if zero is not None:
         nums.append(zero * scale)
@@ -212,13 +219,7 @@ def strip_plot(items: Sequence[tuple[str, Sequence[float]]], *, title: str, deci
     bar, so a reader sees the spread and the outliers behind a mean ± SD."""
     rows = [(str(lab), [v for v in vals if is_number(v)]) for lab, vals in items]
     row_h, top, bottom = 22, 26, 24
-    label_w = min(220, 12 + 6.5 * max((len(r[0]) for r in rows), default=4))
-    value_w = 64
-    height = top + bottom + row_h * max(1, len(rows))
-    pw = width - label_w - value_w - 12
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" width="{width}" '
-           f'height="{height}" role="img" aria-label="{escape(title)}" {FONT}>', f"<title>{escape(title)}</title>",
-           f'<text x="4" y="16" font-size="13" font-weight="600">{escape(title)}</text>']
+    label_w, height, pw, out = _row_chart_frame([r[0] for r in rows], title, width, row_h, top, bottom)
     nums = [v for _, vals in rows for v in vals]
     if not nums:
         out.append(f'<text x="4" y="{top + 12}" fill="#666">no data</text></svg>')
