@@ -19,13 +19,13 @@ from paintbench.leaderboards.plots import line_chart, strip_plot
 from paintbench.leaderboards.tables import Cell, Column, Row, Table
 
 OUTCOME_LABELS = {"total": "Total (layout + detail)", "layout": "Layout", "detail": "Detail", "geneval": "GenEval accuracy"}
-GUARD_LABELS = {
-    "guard/out_of_clip_frac": "share of rollout tokens out of the clip band after the round (sampling contexts)",
-    "guard/ratio_max": "largest ratio new / rollout policy (sampling contexts)",
-    "guard/kl_update": "KL(rollout ‖ updated policy), sampling contexts",
-    "guard/kl_ref": "KL(rollout ‖ reference), sampling contexts",
-    "objects/per_image": "objects drawn per image (training rollouts)",
-    "objects/over_asked_frac": "share of images with more objects than asked",
+GUARD_LABELS = {   # the update measured on the canvases the rollout tokens were sampled from (trainer.guard)
+    "guard/out_of_clip_frac": "tokens out of the clip band after a round",
+    "guard/ratio_max": "largest ratio new / rollout policy",
+    "guard/kl_update": "KL(rollout ‖ updated policy)",
+    "guard/kl_ref": "KL(rollout ‖ reference)",
+    "objects/per_image": "objects drawn per image",
+    "objects/over_asked_frac": "images with more objects than asked",
 }
 
 

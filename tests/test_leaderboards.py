@@ -914,6 +914,6 @@ def test_a_tuned_experiment_shows_the_grid_the_chosen_rates_every_test_and_each_
     assert "SD 0.010 over 2 seeds · chosen" in page and "SD 0.200 over 2 seeds · chosen" not in page
     assert "0.072" in page and "0.070" in page                          # exact sign-flip and t p-values
     assert page.count('class="point"') == 4                             # 2 methods × 2 seeds, each drawn
-    assert "share of rollout tokens out of the clip band" in page       # a guard chart
+    assert "tokens out of the clip band after a round" in page          # a guard chart
     assert "0.0001" in page and "0.0003" in page                        # the chosen rates in the table
     assert "<script>alert(1)</script>" not in page
