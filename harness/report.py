@@ -81,6 +81,10 @@ def format_results(results: dict[str, Any]) -> str:
                      + (f", {m['n_failed']} failed" if m.get("n_failed") else "")
                      + (f"; no value: nothing scored in {', '.join(m['missing_categories'])}"
                         if m.get("missing_categories") else ""))
+        expected, scored = m.get("n_expected"), m.get("n_samples")
+        if isinstance(expected, int) and isinstance(scored, int) and scored < expected:
+            lines.append(f"  INCOMPLETE: {scored} of {expected} samples scored (the value is over the scored ones, "
+                         "as the official scripts skip missing images); not comparable with a complete run")
         for cat, c in m.get("categories", {}).items():
             clo, chi = c["ci"]
             lines.append(f"  {printable(cat, 40):<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
@@ -110,10 +114,14 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
                            "direction": "difference = B - A", "metrics": {}}
     for m in shared_metrics:
         agg = ra["metrics"][m]["aggregation"]
-        recs_a = [r for r in read_scores(da.scores_path(m), m)[0] if r["prompt_id"] in same]
-        recs_b = [r for r in read_scores(db.scores_path(m), m)[0] if r["prompt_id"] in same]
+        all_a, all_b = read_scores(da.scores_path(m), m)[0], read_scores(db.scores_path(m), m)[0]
+        recs_a = [r for r in all_a if r["prompt_id"] in same]
+        recs_b = [r for r in all_b if r["prompt_id"] in same]
         category_of = {p: pa[p][1] for p in same}
         res = compare_metric(recs_a, recs_b, category_of, aggregation=agg, n_resamples=n_resamples, seed=seed)
+        scored_a = {r["prompt_id"] for r in all_a if r.get("value") is not None}
+        scored_b = {r["prompt_id"] for r in all_b if r.get("value") is not None}
+        res["n_only_a"], res["n_only_b"] = len(scored_a - scored_b), len(scored_b - scored_a)   # said by the printer
         res["a"] = ra["metrics"][m]["value"]
         res["b"] = rb["metrics"][m]["value"]
         res["version_a"] = (ra["metrics"][m].get("provenance") or {}).get("version")
@@ -141,6 +149,10 @@ def format_comparison(cmp: dict[str, Any]) -> str:
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
         if r.get("version_a") != r.get("version_b"):
             lines.append(f"  warning: metric versions differ ({r['version_a']} vs {r['version_b']})")
+        if r.get("n_only_a") or r.get("n_only_b"):
+            lines.append(f"  WARNING: the runs scored different prompts ({r.get('n_only_a', 0)} only in A, "
+                         f"{r.get('n_only_b', 0)} only in B); the test uses the {r['n_shared']} both scored, and "
+                         "the headline values A and B above are not over the same prompts")
     return "\n".join(lines)
 
 

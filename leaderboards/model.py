@@ -95,6 +95,32 @@ class Run:
         return isinstance(total, int) and self.n_prompts < total
 
     @property
+    def missing_samples(self) -> int:
+        """Samples the suite asked for that have no score in the run's headline metric: failed, missing or
+        never generated (the official scripts skip them, so the score itself follows that rule)."""
+        m = self.metrics.get(self.primary_metric or "", {})
+        if not isinstance(m, dict):
+            return 0
+        expected, scored = m.get("n_expected"), m.get("n_samples")
+        failed = int(m.get("n_failed") or 0)
+        short = expected - scored if isinstance(expected, int) and isinstance(scored, int) else 0
+        return max(failed, short, len(self.results.get("generation_failures") or []))
+
+    @property
+    def is_incomplete(self) -> bool:
+        """Some asked-for samples have no score: never ranked among complete runs (a run with 2 of 416
+        images missing scored 100 % on the rest and ranked #1 above the complete oracle)."""
+        return self.missing_samples > 0
+
+    @property
+    def sample_coverage(self) -> str:
+        m = self.metrics.get(self.primary_metric or "", {})
+        expected = m.get("n_expected") if isinstance(m, dict) else None
+        if isinstance(expected, int):
+            return f"{expected - self.missing_samples} of {expected} scored"
+        return f"{self.missing_samples} missing or failed"
+
+    @property
     def prompt_coverage(self) -> str:
         total = self.suite.get("n_prompts_suite")
         return f"{self.n_prompts} of {total} prompts" if isinstance(total, int) else f"{self.n_prompts} prompts"

@@ -241,8 +241,8 @@ def _stat(entry: Any) -> tuple[Any, list[Any] | None, Any]:
 
 
 def _model_cell(run: Run, mark: str | None, note: str) -> Cell:
-    flags = [label for on, label in ((run.synthetic_weights, "synthetic weights"), (run.is_partial, "partial"))
-             if on]
+    flags = [label for on, label in ((run.synthetic_weights, "synthetic weights"), (run.is_partial, "partial"),
+                                     (run.is_incomplete, f"incomplete: {run.sample_coverage}")) if on]
     return Cell(value=run.name, href=f"{run.slug}.html", mark=mark, note=note, flags=flags)
 
 
@@ -369,18 +369,32 @@ def suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alph
     """Every leaderboard table of one suite: its layout's tables, then the other metrics side by side.
     Partial runs (fewer prompts than the suite, e.g. `--limit 10`) are never ranked among complete ones:
     they get tables of their own, after the complete runs'."""
-    complete = [r for r in runs if not r.is_partial]
-    partial = [r for r in runs if r.is_partial]
+    complete = [r for r in runs if not r.is_partial and not r.is_incomplete]
+    apart = [r for r in runs if r.is_partial or r.is_incomplete]
     tables = _suite_tables(suite, complete, paired=paired, alpha=alpha) if complete else []
-    if partial:
-        for t in _suite_tables(suite, partial, paired=paired, alpha=alpha):
+    if apart:
+        for t in _suite_tables(suite, apart, paired=paired, alpha=alpha):
             t.id = f"{t.id}-partial"
-            t.title = f"{t.title} (partial runs, not ranked with complete ones)"
-            t.notes = [*t.notes, "These runs scored fewer prompts than the suite has (e.g. --limit): their "
-                       "numbers are not comparable with complete runs'. " + "; ".join(
-                           f"{r.name}: {r.prompt_coverage}" for r in partial)]
-            tables.append(t)
+            t.title = f"{t.title} (partial or incomplete runs: not ranked)"
+            t.notes = [*t.notes, "These runs scored fewer prompts than the suite has (e.g. --limit) or lack scores "
+                       "for some of its samples (failed or missing images; the score is over the rest, as the "
+                       "official scripts do): their numbers are not comparable with complete runs', nor with each "
+                       "other, so no rank or leader is given. " + "; ".join(
+                           f"{r.name}: {r.prompt_coverage}, {r.sample_coverage}" for r in apart)]
+            tables.append(unranked(t))
     return tables
+
+
+def unranked(table: Table) -> Table:
+    """`table` without ranks, leader stars or tie marks (for runs that must not be ranked)."""
+    table.columns = [c for c in table.columns if c.kind != "rank"]
+    for row in table.rows:
+        row.cells.pop("rank", None)
+        for cell in row.cells.values():
+            cell.mark = None
+    table.notes = [n for n in table.notes if "★" not in n]
+    table.rank_key = None
+    return table
 
 
 def _suite_tables(suite: str, runs: Sequence[Run], *, paired: Paired | None, alpha: float = ALPHA) -> list[Table]:

@@ -917,3 +917,32 @@ def test_a_tuned_experiment_shows_the_grid_the_chosen_rates_every_test_and_each_
     assert "tokens out of the clip band after a round" in page          # a guard chart
     assert "0.0001" in page and "0.0003" in page                        # the chosen rates in the table
     assert "<script>alert(1)</script>" not in page
+
+
+def test_an_incomplete_run_is_marked_and_never_ranked_above_complete_ones(runs, tmp_path):
+    """A run with 2 images missing scored 100 % on the rest and the site ranked it #1 ★ above the complete
+    oracle, with no badge (issue #22 item 1)."""
+    broken = tmp_path / "oracle-missing-two"
+    shutil.copytree(runs["oracle"], broken)
+    res = json.loads((broken / "results.json").read_text())
+    primary = res["primary_metric"] if res.get("primary_metric") in res["metrics"] else next(iter(res["metrics"]))
+    m = res["metrics"][primary]
+    m["n_expected"] = m.get("n_expected") or m["n_samples"]
+    m["n_samples"] -= 2
+    m["n_failed"] = 2
+    res["run_name"] = "oracle-missing-two"
+    (broken / "results.json").write_text(json.dumps(res))
+    loaded = [load_run(broken), load_run(runs["oracle"]), load_run(runs["random"])]
+    assert loaded[0].is_incomplete and not loaded[1].is_incomplete
+    assert loaded[0].sample_coverage == f"{m['n_expected'] - 2} of {m['n_expected']} scored"
+    tabs = tables.suite_tables(loaded[0].suite_name, loaded, paired=None)
+    main = [t for t in tabs if not t.id.endswith("-partial")]
+    apart = [t for t in tabs if t.id.endswith("-partial")]
+    assert all("oracle-missing-two" not in [r.cells["model"].value for r in t.rows] for t in main)
+    row = apart[0].rows[0]
+    assert row.cells["model"].value == "oracle-missing-two" and "rank" not in row.cells
+    assert f"incomplete: {m['n_expected'] - 2} of {m['n_expected']} scored" in row.cells["model"].flags
+    assert all(c.mark is None for t in apart for r in t.rows for c in r.cells.values())   # no ★, no ≈
+    build_site([broken, runs["oracle"]], [], tmp_path / "site", BuildOptions(n_resamples=200, jobs=1))
+    index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    assert "incomplete: " in index and "not ranked" in index

@@ -57,3 +57,16 @@ def test_weights_list_names_where_the_dpg_vqa_model_comes_from(capsys):
     out = capsys.readouterr().out
     assert "modelscope download --model damo/mplug_visual-question-answering_coco_large_en" in out
     assert "(no public source)" not in out.split("mplug_visual-question-answering_coco_large_en")[1][:300]
+
+
+def test_results_and_compare_say_when_runs_are_incomplete_or_scored_different_prompts():
+    from paintbench.harness.report import format_comparison, format_results
+
+    results = {"suite": {"name": "s", "version": 1, "n_prompts": 104, "images_per_prompt": 4}, "generator": {},
+               "metrics": {"m": {"value": 1.0, "ci": [1.0, 1.0], "n_samples": 414, "n_expected": 416, "n_prompts": 104,
+                                 "aggregation": "mean", "n_failed": 2}}}
+    assert "INCOMPLETE: 414 of 416 samples scored" in format_results(results)
+    cmp = {"run_a": "a", "run_b": "b", "same_suite": True, "direction": "difference = B - A", "metrics": {"m": {
+        "low": 0.0, "high": 0.1, "confidence": 0.95, "mean_a": 0.5, "mean_b": 0.55, "difference": 0.05,
+        "p_value": 0.2, "n_resamples": 1000, "n_shared": 100, "n_only_a": 4, "n_only_b": 0}}}
+    assert "WARNING: the runs scored different prompts (4 only in A, 0 only in B)" in format_comparison(cmp)
