@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from paintbench.harness.badges import headline_tags
 from paintbench.harness.folders import FolderInput
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, write_json, write_jsonl
@@ -62,7 +63,11 @@ def geneval_report(rd: RunDir, fi: FolderInput) -> GenEvalReport:
     write_jsonl(rd.root / "results.jsonl", lines)
     rows = [r for r in lines if "correct" in r]
     summary = summarize(rows) if rows else None
-    parts = [format_summary(summary) if summary is not None else "No images were scored.\n"]
+    prov_path = rd.root / "scores" / "geneval.provenance.json"
+    prov = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else {}
+    tags = headline_tags("geneval", None, prov)
+    parts = [(f"GenEval{tags}\n" if tags else "") + (format_summary(summary) if summary is not None
+                                                     else "No images were scored.\n")]
     if fi.problems or errors:
         section = ["Not scored / warnings", "====================="]
         section += fi.problems + [f"error: {e}" for e in errors]
@@ -124,7 +129,8 @@ def dpg_report(rd: RunDir, fi: FolderInput) -> dict[str, Any]:
         items={k: v.to_dict() for k, v in results.items() if isinstance(v, ItemScore)},
     )
     write_json(rd.root / SUMMARY, summary)
-    head = f"{label}  (VQA backend: {backend}" + (f", {summary['vqa_mode']} mode" if summary["vqa_mode"] else "") + ")"
+    head = f"{label}  (VQA backend: {backend}" + (f", {summary['vqa_mode']} mode" if summary["vqa_mode"] else "") + ")" \
+        + headline_tags("dpg", None if summary.get("dpg") is None else summary["dpg"] / 100, provenance)
     (rd.root / RESULTS).write_text("\n".join([head, format_summary(summary), *scan.report()]) + "\n", encoding="utf-8")
     return summary
 
@@ -196,7 +202,8 @@ def format_score_summary(summary: dict[str, Any]) -> str:
     for name, m in summary["metrics"].items():
         mean = "-" if m["mean"] is None else f"{m['mean']:.6f}"
         std = "-" if m["std"] is None else f"{m['std']:.6f}"
-        lines.append(f"{printable(name, 40):<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}")
+        lines.append(f"{printable(name, 40):<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}"
+                     + headline_tags(name, m["mean"], m.get("provenance")))
     if summary["failed"]:
         lines.append(f"\n{len(summary['failed'])} sample(s) with errors:")
         for f in summary["failed"][:20]:

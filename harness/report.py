@@ -7,6 +7,7 @@ from typing import Any
 
 from paintbench.errors import UserError
 from paintbench.harness.aggregate import compare_metric
+from paintbench.harness.badges import headline_tags
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
 from paintbench.text import printable
@@ -72,8 +73,7 @@ def format_results(results: dict[str, Any]) -> str:
         pct = m.get("options", {}).get("mode") == "correct"
         conf = round(100 * m.get("confidence", 0.95))
         star = " (primary)" if m.get("primary") else ""
-        if (m.get("provenance") or {}).get("synthetic_weights"):
-            star += " [SYNTHETIC WEIGHTS: meaningless numbers]"
+        star += headline_tags(str(name), m.get("value"), m.get("provenance"))
         lo, hi = m["ci"]
         unit = " %" if pct else ""
         lines.append(f"\n{printable(name)}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"

@@ -282,6 +282,7 @@ def test_folder_of_grids_to_answers_to_scores_and_rescore_reproduces_them(weight
     meta = json.loads((out / "answers.meta.json").read_text())
     assert meta["backend"] == "mplug" and meta["vqa_mode"] == "reference" and meta["resolution"] == R
     assert "DPG-Bench (official mode" in (out / "results.txt").read_text()
+    assert "[SYNTHETIC WEIGHTS]" in (out / "results.txt").read_text().splitlines()[0]
     # the same numbers as the run engine's own records (one engine, one set of scores)
     engine = {r["prompt_id"]: r["value"] for r in map(json.loads, (out / "scores" / "dpg.jsonl").read_text().splitlines())}
     assert engine == pytest.approx(s["prompt_scores"], abs=1e-12)

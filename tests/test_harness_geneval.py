@@ -70,6 +70,7 @@ def test_geneval_command_scores_a_harness_run_directory(tmp_path, monkeypatch):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Overall score" in out.stdout
+    assert out.stdout.startswith("GenEval [SYNTHETIC WEIGHTS]")          # the headline says what it is
     again = json.loads((tmp_path / "run" / "results.json").read_text())
     assert again["metrics"]["geneval"]["value"] == first["metrics"]["geneval"]["value"]
     assert len(read_jsonl(tmp_path / "run" / "scores" / "geneval.jsonl")[0]) == 8

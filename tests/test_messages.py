@@ -70,3 +70,28 @@ def test_results_and_compare_say_when_runs_are_incomplete_or_scored_different_pr
         "low": 0.0, "high": 0.1, "confidence": 0.95, "mean_a": 0.5, "mean_b": 0.55, "difference": 0.05,
         "p_value": 0.2, "n_resamples": 1000, "n_shared": 100, "n_only_a": 4, "n_only_b": 0}}}
     assert "WARNING: the runs scored different prompts (4 only in A, 0 only in B)" in format_comparison(cmp)
+
+
+def test_headline_tags_say_synthetic_weights_out_of_range_values_and_non_parity_dtypes():
+    from paintbench.harness.badges import headline_tags
+
+    assert headline_tags("aesthetic", 5.0, {"dtype": "float32"}) == ""
+    tags = headline_tags("aesthetic", -2.36, {"synthetic_weights": True, "dtype": "bfloat16"})
+    assert "[SYNTHETIC WEIGHTS]" in tags and "[outside nominal range 1..10]" in tags and "bfloat16" in tags
+
+
+def test_score_prints_the_synthetic_tag_on_its_headline(tmp_path, capsys):
+    from PIL import Image
+
+    from paintbench import cli
+    from paintbench.metrics.synthetic import write_tiny_weights
+
+    write_tiny_weights("aesthetic", tmp_path / "w")
+    (tmp_path / "images").mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / "images" / f"{i}.png")
+    code = cli.main(["score", "--metric", "aesthetic", "--images", str(tmp_path / "images"), "--weights-dir",
+                     str(tmp_path / "w"), "--out", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("aesthetic"))
+    assert code == 0 and "[SYNTHETIC WEIGHTS]" in row

@@ -175,6 +175,12 @@ def run_on_harness_run(root: Path, args: argparse.Namespace) -> int:
              "correct": _is_correct(r)} for r in records if r.get("value") is not None]
     if not rows:
         raise UserError(f"{root}: no image could be scored with GenEval")
+    from paintbench.harness.badges import headline_tags
+
+    prov_path = rd.root / "scores" / "geneval.provenance.json"
+    tags = headline_tags("geneval", None, json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.is_file() else {})
+    if tags:
+        print(f"GenEval{tags}")
     print(format_summary(summarize(rows)), end="")
     failed = [r for r in records if r.get("value") is None]
     for r in failed:
