@@ -69,6 +69,8 @@ def format_results(results: dict[str, Any]) -> str:
     suite = results["suite"]
     lines = [f"suite {printable(suite['name'])} v{printable(suite['version'])}: {suite['n_prompts']} prompts x "
              f"{suite['images_per_prompt']} images; generator {printable(results['generator'].get('generator'))}"]
+    if partial_note(suite):
+        lines.append(partial_note(suite))
     for name, m in results["metrics"].items():
         pct = m.get("options", {}).get("mode") == "correct"
         conf = round(100 * m.get("confidence", 0.95))
@@ -110,8 +112,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
     same = {pid for pid in set(pa) & set(pb) if pa[pid][0] == pb[pid][0]}
     if not same:
         raise UserError(f"{run_a} and {run_b} share no prompt (same id and text); nothing to compare")
-    out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "same_suite": ra["suite"]["hash"] == rb["suite"]["hash"],
-                           "direction": "difference = B - A", "metrics": {}}
+    out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b), "same_suite": ra["suite"].get("hash") == rb["suite"].get("hash"),
+                           "direction": "difference = B - A", "metrics": {},
+                           "partial_a": partial_note(ra["suite"]), "partial_b": partial_note(rb["suite"])}
     for m in shared_metrics:
         agg = ra["metrics"][m]["aggregation"]
         all_a, all_b = read_scores(da.scores_path(m), m)[0], read_scores(db.scores_path(m), m)[0]
@@ -130,6 +133,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, *, metrics: list[str] | N
     return out
 
 
+def partial_note(suite: dict[str, Any]) -> str:
+    """'PARTIAL: 12 of 104 prompts ...' for a run of fewer prompts than its suite (`--limit`), else ''."""
+    total = suite.get("n_prompts_suite")
+    if isinstance(total, int) and isinstance(suite.get("n_prompts"), int) and suite["n_prompts"] < total:
+        return (f"PARTIAL: {suite['n_prompts']} of {total} prompts (--limit); its numbers are not comparable with "
+                "a complete run's")
+    return ""
+
+
 def _prompts(rd: RunDir) -> dict[str, tuple[str, str | None]]:
     """prompt id -> (text, category) of a run's samples; a damaged record (no text id or prompt) is
     left out, so its prompt is simply not shared."""
@@ -140,6 +152,9 @@ def _prompts(rd: RunDir) -> dict[str, tuple[str, str | None]]:
 def format_comparison(cmp: dict[str, Any]) -> str:
     lines = [f"A = {printable(cmp['run_a'], 300)}\nB = {printable(cmp['run_b'], 300)}\n{cmp['direction']}"
              + ("" if cmp["same_suite"] else "  (different suite hashes: compared on prompts with equal id and text)")]
+    for side in ("a", "b"):
+        if cmp.get(f"partial_{side}"):
+            lines.append(f"{side.upper()} is {cmp[f'partial_{side}']}")
     for m, r in cmp["metrics"].items():
         lo, hi = r["low"], r["high"]
         conf = round(100 * r["confidence"])

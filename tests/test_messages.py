@@ -95,3 +95,18 @@ def test_score_prints_the_synthetic_tag_on_its_headline(tmp_path, capsys):
     out = capsys.readouterr().out
     row = next(ln for ln in out.splitlines() if ln.startswith("aesthetic"))
     assert code == 0 and "[SYNTHETIC WEIGHTS]" in row
+
+
+def test_a_partial_run_says_so_in_eval_results_and_compare(tmp_path, capsys):
+    from paintbench import cli
+
+    for name, limit in (("a", "12"), ("b", "12")):
+        assert cli.main(["eval", "shapes", "--generator", "shapes-oracle", "--out", str(tmp_path / name), "--limit",
+                         limit, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "PARTIAL: 12 of " in printed and "prompts (--limit)" in printed
+    assert cli.main(["results", str(tmp_path / "a")]) == 0
+    assert "PARTIAL: 12 of " in capsys.readouterr().out
+    assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--n-resamples", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "A is PARTIAL: 12 of " in out and "B is PARTIAL: 12 of " in out
