@@ -110,3 +110,19 @@ def test_a_partial_run_says_so_in_eval_results_and_compare(tmp_path, capsys):
     assert cli.main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--n-resamples", "200"]) == 0
     out = capsys.readouterr().out
     assert "A is PARTIAL: 12 of " in out and "B is PARTIAL: 12 of " in out
+
+
+def test_half_precision_on_the_cpu_warns_once_per_metric():
+    import warnings
+
+    import torch
+
+    from paintbench.metrics import base
+
+    base._WARNED_HALF_ON_CPU.discard("probe")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base.warn_half_on_cpu("probe", torch.device("cpu"), torch.bfloat16)
+        base.warn_half_on_cpu("probe", torch.device("cpu"), torch.bfloat16)
+        base.warn_half_on_cpu("probe", torch.device("cpu"), torch.float32)
+    assert len(caught) == 1 and "bfloat16 on the CPU" in str(caught[0].message)
