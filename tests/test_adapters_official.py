@@ -206,9 +206,10 @@ def test_mmada_schedule_counts_equal_t2i_generate(mmada, monkeypatch):
 def test_mmada_generation_replays_t2i_generate_exactly(mmada, monkeypatch, steps):
     """t2i_generate with its own generator; its multinomial draws and Gumbel noise are recorded and fed to
     paintbench's sampler, which must then commit the same cells at the same steps: equal final ids. Why it
-    is slow (~1 min each on 2 cores): MMaDA's fixed 1,024 image tokens and its full ~134 k vocabulary (the
+    is slow (~1 min each on 2 cores): MMaDA's fixed 1,024 image tokens and its full 134,656-token vocabulary (the
     mask id 126336 and the code offset are hard-coded in its code, so the tiny model keeps them) make every
-    CFG step two forwards with ~0.5 GB of logits; 12 and 15 steps are the even and the uneven schedule."""
+    CFG step two forwards of ~0.8 GB of fp32 logits each (1,537 positions x 134,656); 12 and 15 steps are
+    the even and the uneven schedule."""
     prompt = mmada.prompts[1]
     ci, cm = mmada.uni(([prompt], torch.full((1, 1024), 126336)), "t2i_gen")
     ui, um = mmada.uni(([""], torch.full((1, 1024), 126336)), "t2i_gen")
