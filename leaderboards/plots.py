@@ -15,7 +15,8 @@ from markupsafe import Markup, escape
 from paintbench.leaderboards.model import is_number
 
 # Okabe–Ito: distinguishable with the common colour-vision deficiencies
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# Okabe-Ito (colour-blind safe); the sky blue comes after black so the first six lines hold one blue only
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#000000", "#56B4E9", "#F0E442")
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 MAX_POINTS = 800
 
@@ -131,7 +132,7 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
         band = band_of.get(label) or []
         if len(band) > 1:
             ring = [(px(x), py(hi)) for x, _, hi in band] + [(px(x), py(lo)) for x, lo, _ in reversed(band)]
-            out.append(f'<polygon class="band" fill="{colour}" fill-opacity="0.15" stroke="none" '
+            out.append(f'<polygon class="band" fill="{colour}" fill-opacity="0.10" stroke="none" '
                        f'points="{" ".join(f"{_f(a)},{_f(b)}" for a, b in ring)}"/>')
         if len(pts) == 1:
             out.append(f'<circle cx="{_f(px(pts[0][0]))}" cy="{_f(py(pts[0][1]))}" r="3" fill="{colour}"/>')
@@ -139,10 +140,12 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
             coords = " ".join(f"{_f(px(x))},{_f(py(y))}" for x, y in pts)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{coords}"/>')
         out.append("</g>")
-        if legend_h:
+        if legend_h:   # a legend entry shows or hides its line (site.js), so overlapping bands can be read
             ly = top + ph + 44 + 14 * i
-            out.append(f'<rect x="{left}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
-                       f'<text x="{left + 14}" y="{ly + 1}">{escape(label)}</text>')
+            out.append(f'<g class="legend-item" data-label="{escape(label)}" role="button" tabindex="0">'
+                       f'<title>show or hide {escape(label)}</title>'
+                       f'<rect x="{left}" y="{ly - 8}" width="10" height="10" fill="{colour}"/>'
+                       f'<text x="{left + 14}" y="{ly + 1}">{escape(label)}</text></g>')
     out.append("</svg>")
     return Markup("".join(out))
 

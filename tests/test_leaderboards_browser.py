@@ -339,3 +339,29 @@ def test_site_served_over_http(built, watched, tmp_path):
         assert all(u.startswith(base) for u in watched.requests)
     finally:
         httpd.shutdown()
+
+
+def test_a_legend_entry_shows_and_hides_its_line_on_the_experiment_page(tmp_path, watched):
+    """Six ±1 SD bands overlapped into a grey mass (issue #22 item 11): each legend entry toggles its own
+    series (line and band) in that chart only, by click or keyboard, measured in Chromium."""
+    from test_leaderboards import _experiment_summary
+
+    data = _experiment_summary()
+    methods = data["worlds"]["blocks"]["methods"]
+    methods["MaskGRPO"] = dict(next(iter(methods.values())))
+    f = tmp_path / "toggle.json"
+    f.write_text(json.dumps(data))
+    build_site([], [], tmp_path / "site", experiments=[f])
+    watched.open((tmp_path / "site" / "experiment-toggle.html").as_uri())
+    page = watched.page
+    chart = page.locator("svg.plot:has(.legend-item)").first
+    shown = "els => els.map(e => getComputedStyle(e).display !== 'none')"
+    assert chart.locator("g.series").evaluate_all(shown) == [True] * 3
+    chart.locator(".legend-item").nth(1).click()
+    assert chart.locator("g.series").evaluate_all(shown) == [True, False, True]
+    other = page.locator("svg.plot:has(.legend-item)").nth(1)
+    assert all(other.locator("g.series").evaluate_all(shown))            # other charts untouched
+    chart.locator(".legend-item").nth(1).focus()
+    page.keyboard.press("Enter")
+    assert chart.locator("g.series").evaluate_all(shown) == [True] * 3
+    assert not watched.errors, watched.errors

@@ -121,8 +121,25 @@ function setupLightbox() {
   dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
 }
 
+// Chart legends: an entry shows or hides its series (line and band) in the same chart.
+function setupLegendToggles() {
+  const toggle = (item) => {
+    const svg = item.closest("svg");
+    const off = item.classList.toggle("off");
+    for (const g of svg.querySelectorAll("g.series")) {
+      if (g.dataset.label === item.dataset.label) g.classList.toggle("off", off);
+    }
+    item.setAttribute("aria-pressed", off ? "false" : "true");
+  };
+  for (const item of document.querySelectorAll("svg .legend-item")) {
+    item.addEventListener("click", () => toggle(item));
+    item.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(item); } });
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupSorting();
+  setupLegendToggles();
   for (const form of document.querySelectorAll("form.filters")) setupFilters(form);
   setupLightbox();
 });
