@@ -412,8 +412,10 @@ def test_line_chart_maps_points_and_escapes_labels():
     (x0, y0), (x1, y1) = pts
     assert x0 == 56 and x1 == 400 - 12  # plot area edges: left margin, right margin
     assert y0 > y1  # larger values are drawn higher
-    labels = [g.get("data-label") for g in root.findall(f".//{ns}g")]
+    labels = [g.get("data-label") for g in root.findall(f".//{ns}g") if g.get("class") == "series"]
     assert labels == [HOSTILE[0], "other"]
+    legend = [g.get("data-label") for g in root.findall(f".//{ns}g") if g.get("class") == "legend-item"]
+    assert legend == labels      # one toggle per series, with the same (escaped) label
 
 
 def test_interval_plot_orders_and_scales():
