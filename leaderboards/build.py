@@ -624,16 +624,29 @@ def _compare_pages(suite: str, fname: str, runs: list[Run], cards: CardCache, pa
     return out
 
 
+KEY_CHARTS = ("reward", "kl", "clip_frac", "guard", "objects", "eval")
+"""Chart groups shown first on a training report; the others are folded, constant series listed."""
+
+
 def _train_context(lg: TrainLog, published) -> dict[str, Any]:
-    charts = []
+    charts, more, constants = [], [], []
     for title, members in plots.chart_groups(lg.numeric_keys()):
         series = [(label, lg.series(key)) for key, label in members]
-        charts.append(plots.line_chart(series, title=title, legend="*" in title))
+        values = {y for _, pts in series for _, y in pts}
+        if len(values) == 1 and sum(len(pts) for _, pts in series) > 1:   # a flat line says one number
+            constants.append((title, next(iter(values))))
+            continue
+        chart = plots.line_chart(series, title=title, legend="*" in title, smooth=True)
+        (charts if title.split("/")[0] in KEY_CHARTS else more).append(chart)
+    if lg.warmstart:   # the supervised phase before RL: its own step axis, first
+        charts.insert(0, plots.line_chart([("loss", lg.warmstart)], title="warm start: loss (supervised, before RL)",
+                                          x_label="warm-start step", smooth=True))
     summary = tables.training_summary_table(lg)
     stage = tables.stage_table(lg)
     tbls = [summary] + ([stage] if stage is not None else [])
     last = lg.rows[-1] if lg.rows else {}
-    return {"log": lg, "charts": charts, "summary": summary, "stage": stage, "all_tables": tbls,
+    return {"log": lg, "charts": charts, "more_charts": more, "constants": constants, "summary": summary,
+            "stage": stage, "all_tables": tbls,
             "steps": gallery.train_steps(lg, published), "n_rows": len(lg.rows),
             "last_step": last.get("step"), "config_text": lg.config_text, "problems": lg.problems[:20]}
 

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from paintbench.errors import UserError
 from paintbench.harness.records import outside_hard_range, read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
@@ -317,6 +315,7 @@ class TrainLog:
     config_text: str | None
     samples: dict[int, list[TrainSample]]  # step -> images
     problems: list[str] = field(default_factory=list)
+    warmstart: list[tuple[float, float]] = field(default_factory=list)  # (warm-start step, loss)
 
     def numeric_keys(self) -> list[str]:
         """Every key with at least one finite number, in first-seen order (`step` excluded)."""
@@ -351,13 +350,18 @@ def load_train_log(path: str | Path) -> TrainLog:
     rows.sort(key=lambda r: float(r["step"]))
     config, config_text = None, None
     cfg_path = root / "config.yaml"
-    if cfg_path.exists():
-        config_text = cfg_path.read_text(encoding="utf-8", errors="replace")
-        try:
-            loaded = yaml.safe_load(config_text)
+    if cfg_path.exists() or cfg_path.is_symlink():
+        from paintbench import files
+
+        try:   # someone else's log: bounded, no link, no YAML aliases
+            config_text = files.read_text(cfg_path, "config")
+            loaded = files.load_yaml(config_text, cfg_path)
             config = loaded if isinstance(loaded, dict) else None
-        except yaml.YAMLError as e:
-            problems.append(f"{cfg_path}: not valid YAML ({e})")
+        except UserError as e:
+            problems.append(str(e))
+    warm, probs = read_jsonl(root / "warmstart.jsonl")
+    problems += probs
+    warmstart = [(float(r["step"]), float(r["loss"])) for r in warm if is_number(r.get("step")) and is_number(r.get("loss"))]
     samples: dict[int, list[TrainSample]] = {}
     sample_root = root / "samples"
     if sample_root.is_dir():
@@ -391,4 +395,4 @@ def load_train_log(path: str | Path) -> TrainLog:
         cfg_name = config.get("name") or config.get("run_name")
     name = str(cfg_name or root.resolve().name)
     return TrainLog(root=root, name=name, slug=unique_slug("train", name, str(root.resolve())), rows=rows,
-                    config=config, config_text=config_text, samples=samples, problems=problems)
+                    config=config, config_text=config_text, samples=samples, problems=problems, warmstart=warmstart)

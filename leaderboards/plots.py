@@ -53,6 +53,22 @@ def fmt_tick(v: float) -> str:
     return f"{v:.4f}".rstrip("0").rstrip(".")
 
 
+def fmt_ticks(ticks: Sequence[float]) -> list[str]:
+    """Tick labels that are all different: `fmt_tick`'s short form, with more significant digits where
+    it would print two ticks alike (a learning rate between 1.0e-3 and 1.1e-3 printed '0.001' five times)."""
+    labels = [fmt_tick(t) for t in ticks]
+    tol = abs(ticks[1] - ticks[0]) * 1e-6 if len(ticks) > 1 else 0.0
+
+    def exact(ls: list[str]) -> bool:   # distinct, and each label reads back as its tick
+        return len(set(ls)) == len(ls) and all(abs(float(lab) - t) <= tol for lab, t in zip(ls, ticks, strict=True))
+
+    digits = 2
+    while not exact(labels) and digits < 12:
+        digits += 1
+        labels = ["0" if t == 0 else f"{t:.{digits}g}" for t in ticks]
+    return labels
+
+
 def _padded(lo: float, hi: float) -> tuple[float, float]:
     if hi == lo:
         pad = abs(hi) * 0.1 or 1.0
@@ -75,13 +91,29 @@ def _thin(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> lis
     return kept
 
 
+SMOOTHING = 0.6
+"""Default weight of the training report's exponential moving average (TensorBoard's default is 0.6)."""
+
+
+def ema(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: a debiased exponential moving average (the first values are not pulled
+    toward 0). `weight` 0 returns the values unchanged. The site's slider recomputes the same on the
+    drawn coordinates (an affine map of the values, which the average commutes with)."""
+    out, last = [], 0.0
+    for i, v in enumerate(values, start=1):
+        last = last * weight + (1 - weight) * v
+        out.append(last / (1 - weight ** i) if weight else v)
+    return out
+
+
 def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, title: str, x_label: str = "step",
                y_label: str = "", width: int = 560, height: int = 240, legend: bool | None = None,
-               bands: Sequence[Sequence[tuple[float, float, float]]] | None = None) -> Markup:
+               bands: Sequence[Sequence[tuple[float, float, float]]] | None = None, smooth: bool = False) -> Markup:
     """One line per (label, [(x, y), ...]); non-finite points are dropped. The legend shows when there is
     more than one line, or when asked (a grouped chart whose one line the title does not name).
     `bands` (one list per series, [(x, low, high), ...]) shades a band around each line (e.g. ± 1 SD
-    over seeds) in the line's colour."""
+    over seeds) in the line's colour. `smooth` draws each line faint with its moving average (`ema`) on
+    top, as TensorBoard does (the page's slider sets the weight)."""
     band_of = {str(label): [(x, lo, hi) for x, lo, hi in (bands[i] if bands else [])
                             if is_number(x) and is_number(lo) and is_number(hi)]
                for i, (label, _) in enumerate(series)}
@@ -112,15 +144,17 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
         return top + (1 - (y - y0) / (y1 - y0)) * ph
 
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#ccc"/>')
-    for t in nice_ticks(y0, y1):
+    yt = nice_ticks(y0, y1)
+    for t, text in zip(yt, fmt_ticks(yt), strict=True):
         y = py(t)
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{_f(y)}" y2="{_f(y)}" stroke="#eee"/>'
-                   f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#444">{fmt_tick(t)}</text>')
+                   f'<text x="{left - 4}" y="{_f(y + 4)}" text-anchor="end" fill="#444">{text}</text>')
     integer_x = all(float(x).is_integer() for x in xs)
-    for t in nice_ticks(x0, x1, 6, integer=integer_x):
+    xt = nice_ticks(x0, x1, 6, integer=integer_x)
+    for t, text in zip(xt, fmt_ticks(xt), strict=True):
         x = px(t)
         out.append(f'<line x1="{_f(x)}" x2="{_f(x)}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#999"/>'
-                   f'<text x="{_f(x)}" y="{top + ph + 15}" text-anchor="middle" fill="#444">{fmt_tick(t)}</text>')
+                   f'<text x="{_f(x)}" y="{top + ph + 15}" text-anchor="middle" fill="#444">{text}</text>')
     out.append(f'<text x="{left + pw / 2:.0f}" y="{top + ph + 29}" text-anchor="middle" fill="#444">'
                f"{escape(x_label)}</text>")
     if y_label:
@@ -136,6 +170,12 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, t
                        f'points="{" ".join(f"{_f(a)},{_f(b)}" for a, b in ring)}"/>')
         if len(pts) == 1:
             out.append(f'<circle cx="{_f(px(pts[0][0]))}" cy="{_f(py(pts[0][1]))}" r="3" fill="{colour}"/>')
+        elif smooth and len(pts) > 2:
+            coords = " ".join(f"{_f(px(x))},{_f(py(y))}" for x, y in pts)
+            smoothed = " ".join(f"{_f(px(x))},{_f(py(y))}" for (x, _), y in zip(pts, ema([y for _, y in pts]), strict=True))
+            out.append(f'<polyline class="raw" fill="none" stroke="{colour}" stroke-width="1" stroke-opacity="0.3" '
+                       f'points="{coords}"/><polyline class="smooth" fill="none" stroke="{colour}" stroke-width="1.8" '
+                       f'points="{smoothed}"/>')
         else:
             coords = " ".join(f"{_f(px(x))},{_f(py(y))}" for x, y in pts)
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{coords}"/>')

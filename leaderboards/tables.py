@@ -63,6 +63,8 @@ class Column:
         if self.kind in ("number", "rank"):
             if not is_number(value):
                 return "–"
+            if isinstance(value, int) and not isinstance(value, bool) and self.scale == 1.0:
+                return str(value)   # a count is a whole number, never "6303.0000"
             if self.kind == "rank":
                 return str(int(value))
             return f"{value * self.scale:.{self.decimals}f}"
@@ -572,6 +574,8 @@ def training_summary_table(log: TrainLog) -> Table:
         if not pts:
             continue
         ys = [y for _, y in pts]
+        if all(float(y).is_integer() for y in ys):   # counts (tokens, steps): printed as whole numbers
+            ys = [int(y) for y in ys]
         rows.append(Row({"key": Cell(k), "first": Cell(ys[0]), "last": Cell(ys[-1]), "min": Cell(min(ys)),
                          "max": Cell(max(ys)), "n": Cell(len(ys))}))
     return Table(id=f"{log.slug}-summary", title="All logged values", columns=cols, rows=rows)

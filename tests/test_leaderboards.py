@@ -948,3 +948,28 @@ def test_an_incomplete_run_is_marked_and_never_ranked_above_complete_ones(runs, 
     build_site([broken, runs["oracle"]], [], tmp_path / "site", BuildOptions(n_resamples=200, jobs=1))
     index = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
     assert "incomplete: " in index and "not ranked" in index
+
+
+def test_the_training_report_smooths_folds_and_shows_the_warm_start(tmp_path):
+    """Issue #22 item 10: an EMA line over a faint raw line (TensorBoard's debiased average, with a
+    slider), the key charts first and the rest folded, constants as one line instead of flat charts,
+    counts as whole numbers, distinct tick labels, and the warm start's loss."""
+    log = write_train_log(tmp_path / "log")
+    rows = [json.loads(x) for x in (log / "metrics.jsonl").read_text().splitlines()]
+    with open(log / "metrics.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps({**r, "stage/global/tokens": 6303.0 + r["step"], "lr": 0.001 + 1e-6 * r["step"]}) + "\n")
+    (log / "warmstart.jsonl").write_text("".join(json.dumps({"step": i, "loss": 5.0 / i}) + "\n" for i in range(1, 50)))
+    build_site([], [log], tmp_path / "site", BuildOptions(n_resamples=100, jobs=1))
+    page = next((tmp_path / "site").glob("train-*.html")).read_text(encoding="utf-8")
+    curves, folded = page.split('<details class="more-charts">')[0], page.split('<details class="more-charts">')[1]
+    assert curves.index("warm start: loss") < curves.index("reward/*/mean") < curves.index(">kl<")
+    assert 'class="raw"' in curves and 'class="smooth"' in curves and 'input type="range" class="smoothing"' in page
+    assert "time/*" in folded and "time/*" not in curves                     # the rest, folded
+    assert "Constant over the run:" in page and "<code>reward/zero_std_frac</code> = 0.1" in page
+    assert ">6304<" in page and "6304.0000" not in page                        # a count is a whole number
+    lr_chart = folded[folded.index("<title>lr</title>"):][:4000]
+    ticks = re.findall(r'text-anchor="end" fill="#444">([^<]+)<', lr_chart)
+    assert len(ticks) == len(set(ticks)) > 2                                   # distinct tick labels
+    assert plots.ema([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])       # debiased: no pull toward 0
+    assert plots.ema([0.0, 10.0], 0.5) == pytest.approx([0.0, 10 * 0.5 / 0.75])

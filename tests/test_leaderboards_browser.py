@@ -365,3 +365,20 @@ def test_a_legend_entry_shows_and_hides_its_line_on_the_experiment_page(tmp_path
     page.keyboard.press("Enter")
     assert chart.locator("g.series").evaluate_all(shown) == [True] * 3
     assert not watched.errors, watched.errors
+
+
+def test_the_smoothing_slider_re_averages_the_training_curves(tmp_path, watched):
+    log = write_train_log(tmp_path / "log")
+    build_site([], [log], tmp_path / "site", BuildOptions(n_resamples=100, jobs=1))
+    watched.open(next((tmp_path / "site").glob("train-*.html")).as_uri())
+    page = watched.page
+    smooth = page.locator("svg polyline.smooth").first
+    raw = page.locator("svg polyline.raw").first
+    before = smooth.get_attribute("points")
+    assert before != raw.get_attribute("points")                       # weight 0.6 by default
+    page.locator("input.smoothing").fill("0")
+    page.locator("input.smoothing").dispatch_event("input")
+    ys = lambda pts: [round(float(p.split(",")[1]), 1) for p in pts.split()]   # noqa: E731
+    assert ys(smooth.get_attribute("points")) == ys(raw.get_attribute("points"))   # weight 0: the raw line
+    assert page.locator("p.smoothing output").text_content() == "0.00"
+    assert not watched.errors, watched.errors

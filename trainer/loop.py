@@ -62,6 +62,8 @@ from paintbench.trainer.strategies import (
 )
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
+WARMSTART_LOG = "warmstart.jsonl"
+"""The supervised warm start's loss per step ({"step", "loss"} lines), beside metrics.jsonl."""
 
 
 @dataclass
@@ -171,10 +173,16 @@ class Trainer:
                 bar = Progress(cfg.warmstart_steps, "warm start", enabled=self.progress and self.dist.is_main)
                 from paintbench.harness.worlds import get as get_world
 
-                warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
-                           lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed,
-                           on_step=lambda loss: bar.update(loss=loss), oracle=get_world(cfg.world).oracle)
+                losses = warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
+                                    lr=cfg.warmstart_lr, drop_prompt=cfg.warmstart_drop_prompt, seed=cfg.seed,
+                                    on_step=lambda loss: bar.update(loss=loss), oracle=get_world(cfg.world).oracle)
                 bar.close()
+                if self.dist.is_main:   # the supervised phase's curve, for the training report
+                    from paintbench.files import write_atomic
+
+                    self.out.mkdir(parents=True, exist_ok=True)
+                    write_atomic(self.out / WARMSTART_LOG, "".join(json.dumps({"step": i, "loss": float(v)}) + "\n"
+                                                                   for i, v in enumerate(losses, start=1)).encode())
             ref_state = None
         self.dist.broadcast_parameters(self.policy.trainable_parameters())
         self.reference = self._make_reference(ref_state) if cfg.beta != 0 else None

@@ -137,9 +137,31 @@ function setupLegendToggles() {
   }
 }
 
+// Training report: the smoothing slider re-averages every chart's faint raw line (TensorBoard's
+// debiased exponential moving average, on the drawn y coordinates: an affine map of the values).
+function setupSmoothing() {
+  const slider = document.querySelector("input.smoothing");
+  if (!slider) return;
+  const apply = () => {
+    const w = Number(slider.value);
+    slider.parentElement.querySelector("output").textContent = w.toFixed(2);
+    for (const raw of document.querySelectorAll("svg polyline.raw")) {
+      const pts = raw.getAttribute("points").trim().split(/\s+/).map((p) => p.split(",").map(Number));
+      let last = 0;
+      const out = pts.map(([x, y], i) => {
+        last = last * w + (1 - w) * y;
+        return `${x},${(w ? last / (1 - w ** (i + 1)) : y).toFixed(1)}`;
+      });
+      raw.nextElementSibling.setAttribute("points", out.join(" "));
+    }
+  };
+  slider.addEventListener("input", apply);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setupSorting();
   setupLegendToggles();
+  setupSmoothing();
   for (const form of document.querySelectorAll("form.filters")) setupFilters(form);
   setupLightbox();
 });
