@@ -94,15 +94,44 @@ def card(run: Run, s: Sample, published: Mapping[str, Published]) -> dict[str, A
     failed = any(e["verdict"] is False or e["value"] is None for e in scores)
     primary = run.primary_metric
     primary_value = next((e["value"] for e in scores if e["metric"] == primary), None)
+    font = _short(max(6.0, (max(s.width or 0, s.height or 0) or 256) / 18))
     return {
         "prompt_id": s.prompt_id, "sample_index": s.sample_index, "prompt": s.prompt,
         "category": s.category or "", "tag": tag, "search": s.prompt.lower(), "seed": s.seed,
         "sha": s.sha256 or "", "thumb": pub.thumb, "full": pub.full, "tw": pub.width, "th": pub.height,
         "w": s.width, "h": s.height, "scores": scores, "failed": failed,
-        "boxes": boxes if (s.width and s.height) else [],
+        "boxes": place_labels(boxes, s.width, s.height, font) if (s.width and s.height) else [],
         "sort": primary_value if primary_value is not None else "",
-        "font": _short(max(6.0, (max(s.width or 0, s.height or 0) or 256) / 18)),
+        "font": font,
     }
+
+
+LABEL_CHAR_WIDTH = 0.62   # a label's width per character, in font sizes (system-ui, conservative)
+
+
+def place_labels(boxes: list[dict[str, Any]], width: float, height: float, font: float) -> list[dict[str, Any]]:
+    """Each box with the place of its label (`lx`, `ly`: the text's left and baseline), inside the image
+    and overlapping no other label: above the box, else inside its top, else below it, shifted left to
+    stay in the image; a label that fits nowhere gets `lx = None` and is only the box's hover title.
+    Labels are drawn in the lightbox, not on thumbnails. Pure."""
+    placed: list[tuple[float, float, float, float]] = []
+    out = []
+    for b in boxes:
+        w = len(str(b["label"])) * font * LABEL_CHAR_WIDTH
+        x = min(max(0.0, float(b["x"]) + 1), max(0.0, width - w))
+        spot = None
+        if w <= width:
+            for base in (float(b["y"]) - 2, float(b["y"]) + font, float(b["y"]) + float(b["h"]) + font):
+                top = base - font
+                rect = (x, top, x + w, base + 0.2 * font)
+                inside = top >= 0 and rect[3] <= height
+                clear = all(rect[2] <= q[0] or q[2] <= rect[0] or rect[3] <= q[1] or q[3] <= rect[1] for q in placed)
+                if inside and clear:
+                    spot = (x, base)
+                    placed.append(rect)
+                    break
+        out.append({**b, "lx": None if spot is None else _short(spot[0]), "ly": None if spot is None else _short(spot[1])})
+    return out
 
 
 def run_cards(run: Run, published: Mapping[str, Published]) -> list[dict[str, Any]]:

@@ -973,3 +973,24 @@ def test_the_training_report_smooths_folds_and_shows_the_warm_start(tmp_path):
     assert len(ticks) == len(set(ticks)) > 2                                   # distinct tick labels
     assert plots.ema([1.0, 1.0, 1.0]) == pytest.approx([1.0, 1.0, 1.0])       # debiased: no pull toward 0
     assert plots.ema([0.0, 10.0], 0.5) == pytest.approx([0.0, 10 * 0.5 / 0.75])
+
+
+def test_box_labels_stay_inside_the_image_and_never_collide():
+    from paintbench.leaderboards.gallery import LABEL_CHAR_WIDTH, place_labels
+
+    font = 8.0
+    boxes = [{"x": 0, "y": 0, "w": 30, "h": 30, "label": "yellow square"},       # at the top edge
+             {"x": 2, "y": 1, "w": 30, "h": 30, "label": "red circle"},          # the same place: must move
+             {"x": 100, "y": 50, "w": 28, "h": 20, "label": "blue triangle"},    # at the right edge
+             {"x": 40, "y": 60, "w": 10, "h": 10, "label": "x" * 40}]            # wider than the image: hover only
+    placed = place_labels(boxes, 128, 128, font)
+    rects = []
+    for b in placed:
+        if b["lx"] is None:
+            continue
+        w = len(b["label"]) * font * LABEL_CHAR_WIDTH
+        r = (b["lx"], b["ly"] - font, b["lx"] + w, b["ly"] + 0.2 * font)
+        assert r[0] >= 0 and r[1] >= 0 and r[2] <= 128 and r[3] <= 128, b
+        assert all(r[2] <= q[0] or q[2] <= r[0] or r[3] <= q[1] or q[3] <= r[1] for q in rects), b
+        rects.append(r)
+    assert len(rects) == 3 and placed[3]["lx"] is None

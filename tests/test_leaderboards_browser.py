@@ -382,3 +382,33 @@ def test_the_smoothing_slider_re_averages_the_training_curves(tmp_path, watched)
     assert ys(smooth.get_attribute("points")) == ys(raw.get_attribute("points"))   # weight 0: the raw line
     assert page.locator("p.smoothing output").text_content() == "0.00"
     assert not watched.errors, watched.errors
+
+
+def test_box_labels_are_inside_the_image_apart_in_the_lightbox_and_absent_on_thumbnails(built, watched):
+    """Labels overlapped ("yellow squarcircle") and were cut at the image edge (issue #22 item 9), measured
+    in Chromium: no label on a thumbnail; in the lightbox every drawn label lies inside the image and no
+    two overlap."""
+    site, _ = built
+    watched.open(page_named(site, "run-random").as_uri())
+    page = watched.page
+    cards = page.locator("figure.card:has(svg.boxes text)")
+    assert cards.count() > 0
+    hidden = "els => els.every(e => getComputedStyle(e).display === 'none')"
+    assert page.locator("figure.card svg.boxes text").evaluate_all(hidden)
+    checked = 0
+    for i in range(min(cards.count(), 6)):
+        cards.nth(i).locator("a.frame").click()
+        page.wait_for_function("() => { const i = document.querySelector('dialog img'); return i.complete && i.naturalWidth > 0; }")
+        img = page.locator("dialog#lightbox img").bounding_box()
+        labels = page.locator("dialog#lightbox svg.boxes text").evaluate_all(
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })")
+        for lab in labels:
+            assert lab[0] >= img["x"] - 1 and lab[1] >= img["y"] - 1, (lab, img)
+            assert lab[2] <= img["x"] + img["width"] + 1 and lab[3] <= img["y"] + img["height"] + 1, (lab, img)
+        for a in range(len(labels)):
+            for b in range(a + 1, len(labels)):
+                p, q = labels[a], labels[b]
+                assert p[2] <= q[0] + 0.5 or q[2] <= p[0] + 0.5 or p[3] <= q[1] + 0.5 or q[3] <= p[1] + 0.5, (p, q)
+        checked += len(labels)
+        page.keyboard.press("Escape")
+    assert checked > 0 and not watched.errors
