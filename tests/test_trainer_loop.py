@@ -340,8 +340,13 @@ def test_cli_train_writes_a_run(tmp_path, capsys):
                               "rollout_steps=2", "inner_iters=2", "n_global=1", "n_struct=1", "tensorboard=false",
                               "--reward", "shapes-geneval=2.0", "--out", str(tmp_path)])
     assert cmd.run(args) == 0
-    assert "final reward/mean=" in capsys.readouterr().out
+    out = capsys.readouterr()
     rows = read_metrics(tmp_path)
+    assert f"final: reward {rows[0]['reward/mean']:.3f} -> {rows[-1]['reward/mean']:.3f} (round 1 -> 1)" in out.out
+    assert "ETA" in out.err                                                   # progress lines say how long is left
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["phase"] == "done" and status["step"] == status["of"] == 1
+    assert [json.loads(x)["step"] for x in (tmp_path / "warmstart.jsonl").read_text().splitlines()] == [1, 2]
     assert rows[-1]["step"] == 1 and rows[-1]["reward/mean"] == pytest.approx(2 * rows[-1]["reward/shapes-geneval/mean"])
     assert (tmp_path / "checkpoints" / "warmstart" / "policy" / "policy.json").is_file()
     assert (tmp_path / "config.yaml").read_text().count("shapes-geneval=2.0") == 1
@@ -531,3 +536,22 @@ def test_the_ratio_is_one_at_the_first_inner_step_even_with_dropout(tmp_path):
     tr.step = 1
     metrics = tr.round(1)
     assert metrics["ratio"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_run_folder_says_it_is_in_the_warm_start(tmp_path, monkeypatch):
+    from paintbench.trainer import warmstart
+
+    seen = []
+
+    def fake_warm_start(policy, records, *, steps, on_step, **kw):
+        for i in range(steps):
+            on_step(1.0 / (i + 1))
+            seen.append(json.loads((tmp_path / "run" / "status.json").read_text()))
+        return [1.0 / (i + 1) for i in range(steps)]
+
+    monkeypatch.setattr(warmstart, "warm_start", fake_warm_start)
+    tr = Trainer(small(warmstart_steps=3), tmp_path / "run")
+    tr.setup()
+    assert [(s["phase"], s["step"], s["of"]) for s in seen] == [("warm start", i, 3) for i in (1, 2, 3)]
+    assert [json.loads(x)["loss"] for x in (tmp_path / "run" / "warmstart.jsonl").read_text().splitlines()] == \
+        pytest.approx([1.0, 0.5, 1 / 3])

@@ -63,6 +63,7 @@ from paintbench.trainer.strategies import (
 
 EvaluateFn = Callable[[MaskedImagePolicy, int], dict[str, float]]
 WARMSTART_LOG = "warmstart.jsonl"
+STATUS_FILE = "status.json"
 """The supervised warm start's loss per step ({"step", "loss"} lines), beside metrics.jsonl."""
 
 
@@ -170,7 +171,8 @@ class Trainer:
             if cfg.warmstart_steps > 0:
                 from paintbench.trainer.warmstart import warm_start
 
-                bar = Progress(cfg.warmstart_steps, "warm start", enabled=self.progress and self.dist.is_main)
+                bar = Progress(cfg.warmstart_steps, "warm start", enabled=self.progress and self.dist.is_main,
+                               on_update=self._status("warm start"))
                 from paintbench.harness.worlds import get as get_world
 
                 losses = warm_start(self.policy, self.records, steps=cfg.warmstart_steps, batch_size=cfg.warmstart_batch,
@@ -242,15 +244,34 @@ class Trainer:
         last: dict[str, Any] = {}
         if self.step == 0 and self.cfg.eval_every > 0:
             self.logger.log(0, self._evaluate(0))
+        status = self._status("training")
         bar = Progress(self.cfg.steps - self.step, "train", enabled=self.progress and self.dist.is_main)
         while self.step < self.cfg.steps:
             self.step += 1
             last = self.round(self.step)
             bar.update(step=self.step, reward=last.get("reward/mean"), kl=last.get("kl"))
+            if status is not None:
+                status(self.step, self.cfg.steps)
         bar.close()
         self._checkpoint(force=True)
         self.logger.close()
+        if status is not None:
+            self._status("done")(self.step, self.cfg.steps)   # type: ignore[misc]
         return last
+
+    def _status(self, phase: str) -> Callable[[int, int], None] | None:
+        """A writer of `RUN/status.json` ({phase: warm start | training | done, step, of, time}), so a
+        look at the run folder says where a long run is (main process only; about 100 writes a phase)."""
+        if not self.dist.is_main:
+            return None
+        from paintbench.files import write_atomic
+
+        def write(done: int, total: int) -> None:
+            if done in (1, total) or done % max(1, total // 100) == 0 or phase == "done":
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_atomic(self.out / STATUS_FILE, json.dumps({"phase": phase, "step": done, "of": total,
+                                                                 "time": time.time()}).encode(), fsync=False)
+        return write
 
     def round(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()

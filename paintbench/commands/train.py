@@ -55,7 +55,25 @@ def run(args: argparse.Namespace) -> int:
 
     last = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
     if last:
-        keys = [k for k in ("reward/mean", "kl", "clip_frac") if k in last]
-        print("final " + " ".join(f"{k}={last[k]:.4g}" for k in keys))
+        print(final_line(args.out, last))
     print(f"run written to {args.out} (metrics.jsonl, checkpoints/)")
     return 0
+
+
+def final_line(out: str, last: dict) -> str:
+    """'reward 0.212 -> 0.455 (round 1 -> 60); held-out shapes-geneval 0.209; kl 0.012': what a user reads
+    to know whether training helped (a held-out score only when `eval_every` evaluated the run)."""
+    import math
+
+    from paintbench.trainer.logs import read_metrics
+
+    rows = read_metrics(out)
+    rewards = [(r["step"], r["reward/mean"]) for r in rows if isinstance(r.get("reward/mean"), (int, float))]
+    parts = []
+    if rewards:
+        (s0, r0), (s1, r1) = rewards[0], rewards[-1]
+        parts.append(f"reward {r0:.3f} -> {r1:.3f} (round {s0} -> {s1})")
+    evals = {k: r[k] for r in rows for k in r if k.startswith("eval/") and isinstance(r[k], (int, float))}
+    parts += [f"held-out {k.removeprefix('eval/')} {v:.3f}" for k, v in evals.items() if math.isfinite(v)]
+    parts += [f"{k} {last[k]:.4g}" for k in ("kl", "clip_frac") if isinstance(last.get(k), (int, float))]
+    return "final: " + "; ".join(parts)
