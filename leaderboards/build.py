@@ -475,7 +475,11 @@ def _run_gallery(run: Run, cards: CardCache) -> dict[str, Any]:
     items = list(cards.of(run).values())
     cats = sorted({c["category"] for c in items if c["category"]}, key=_category_order(run))
     tags = sorted({c["tag"] for c in items if c["tag"]})
+    # "failed" on a card means judged wrong (✗) or not scored; the two are counted apart, so the gallery
+    # never reads "390 failed" beside a headline card that says "0 failed" (scoring failures)
     return {"cards": items, "categories": cats, "n_failed": sum(c["failed"] for c in items),
+            "n_wrong": sum(any(e["verdict"] is False for e in c["scores"]) for c in items),
+            "n_unscored": sum(any(e["value"] is None for e in c["scores"]) for c in items),
             "has_boxes": any(c["boxes"] for c in items),
             "tags": tags if set(tags) != set(cats) else []}  # GenEval's tags are its categories: one menu
 

@@ -561,6 +561,8 @@ def test_run_page_shows_every_image_with_verdict_reason_and_boxes(site, runs):
     failed = {(r["prompt_id"], r["sample_index"]) for r in scores if not r["details"]["correct"]}
     assert {(c["data-prompt-id"], int(c["data-sample"])) for c in cards if c["data-failed"] == "1"} == failed
     text = (out / page).read_text(encoding="utf-8")
+    # wrong answers and scoring failures are counted apart (the headline card counts only the latter)
+    assert f"{len(samples)} images: {len(failed)} judged wrong ✗, 0 not scored" in text
     reason = next(r["details"]["reason"] for r in scores if r["details"]["reason"])
     assert f'<span class="reason">{reason.replace(">", "&gt;")}</span>' in text
     n_boxes = sum(len(v) for r in scores for v in r["details"]["detections"].values())
