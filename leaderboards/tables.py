@@ -544,22 +544,37 @@ def category_compare_table(runs: Sequence[Run], metric: str, *, table_id: str) -
     labels: dict[str, str] = {}
     if layout is not None and metric in layout.metrics:
         labels = {cat: label for label, cat in layout.columns if cat}
+    results = [r.metrics.get(metric) or {} for r in runs]
+    prompt_sets = [set(r.prompts()) for r in runs]
+    shared = set.intersection(*prompt_sets) if prompt_sets else set()
+    title = f"{metric} by category"
+    if any(ps != shared for ps in prompt_sets) and shared and all(r.records.get(metric) for r in runs):
+        # runs of different prompt sets (a --limit run beside a complete one): every value recomputed on the
+        # prompts all of them scored, so no column mixes 12-prompt and 104-prompt numbers under one header
+        from paintbench.harness.aggregate import aggregate_metric
+
+        results = []
+        for r in runs:
+            cat_of = {p: c for p, (_, c) in r.prompts().items() if p in shared}
+            recs = [rec for rec in r.records[metric] if rec.get("prompt_id") in shared]
+            m = r.metrics.get(metric) or {}
+            results.append(aggregate_metric(recs, cat_of, aggregation=str(m.get("aggregation", "mean")), n_resamples=1000))
+        title = f"{metric} by category, on the {len(shared)} prompts every run scored"
     cats: dict[str, None] = {"overall": None}
-    for r in runs:
-        for c in (r.metrics.get(metric) or {}).get("categories") or {}:
+    for res in results:
+        for c in res.get("categories") or {}:
             cats[str(c)] = None
     cols = [Column("category", "Category", "text")]
     cols += [Column(f"run{j}", r.name, "number", scale, decimals, ci=True) for j, r in enumerate(runs)]
     rows = []
     for c in cats:
         cells = {"category": Cell("Overall" if c == "overall" else labels.get(c, c))}
-        for j, r in enumerate(runs):
-            mres = r.metrics.get(metric) or {}
-            entry = mres if c == "overall" else (mres.get("categories") or {}).get(c)
+        for j, res in enumerate(results):
+            entry = res if c == "overall" else (res.get("categories") or {}).get(c)
             value, ci, _ = _stat(entry)
             cells[f"run{j}"] = Cell(value, *(ci or (None, None)))
         rows.append(Row(cells))
-    return Table(id=table_id, title=f"{metric} by category", columns=cols, rows=rows)
+    return Table(id=table_id, title=title, columns=cols, rows=rows)
 
 
 # -- training ----------------------------------------------------------------------------------------------

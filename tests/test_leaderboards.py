@@ -836,6 +836,18 @@ def test_partial_runs_are_apart_the_baseline_is_the_fullest_run_and_an_unknown_o
     assert apart and all("aaa-partial" not in [r.cells["model"].value for r in t.rows] for t in main)
     assert [r.cells["model"].value for r in apart[0].rows] == ["aaa-partial"]
     assert _pick_baseline(loaded, None)[0].n_prompts == max(r.n_prompts for r in loaded)
+    # the comparison's by-category table: every column on the prompts all runs scored, said in its title
+    from paintbench.harness.aggregate import aggregate_metric
+
+    metric = next(iter(loaded[1].metrics))
+    cmp = tables.category_compare_table(loaded[:2], metric, table_id="t")
+    shared = set(loaded[0].prompts())
+    assert f"on the {len(shared)} prompts every run scored" in cmp.title
+    rnd = loaded[1]
+    want = aggregate_metric([r for r in rnd.records[metric] if r["prompt_id"] in shared],
+                            {p: c for p, (_, c) in rnd.prompts().items() if p in shared},
+                            aggregation=rnd.metrics[metric]["aggregation"], n_resamples=1000)
+    assert cmp.rows[0].cells["run1"].value == pytest.approx(want["value"])
     with pytest.raises(UserError, match="--baseline 'nope' is none of the runs"):
         build_site([aaa, runs["oracle"]], out=tmp_path / "site", options=BuildOptions(baseline="nope", n_resamples=100))
 
