@@ -22,6 +22,7 @@ from paintbench.harness.badges import headline_tags
 from paintbench.harness.folders import FolderInput
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, write_json, write_jsonl
+from paintbench.metrics.registry import format_value
 from paintbench.text import printable
 
 
@@ -200,8 +201,8 @@ def score_report(rd: RunDir, fi: FolderInput, extra: dict[str, Any] | None = Non
 def format_score_summary(summary: dict[str, Any]) -> str:
     lines = [f"{'metric':<16} {'mean':>12} {'std':>12} {'n':>7} {'failed':>7}"]
     for name, m in summary["metrics"].items():
-        mean = "-" if m["mean"] is None else f"{m['mean']:.6f}"
-        std = "-" if m["std"] is None else f"{m['std']:.6f}"
+        mean = format_value(name, m["mean"])   # the metric's one display rule (as `results` and the site)
+        std = format_value(name, m["std"])
         lines.append(f"{printable(name, 40):<16} {mean:>12} {std:>12} {m['n']:>7} {m['n_failed']:>7}"
                      + headline_tags(name, m["mean"], m.get("provenance")))
     if summary["failed"]:

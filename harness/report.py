@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from paintbench.harness.aggregate import compare_metric
 from paintbench.harness.badges import headline_tags
 from paintbench.harness.records import read_scores
 from paintbench.harness.rundir import RunDir, read_jsonl
+from paintbench.metrics.registry import format_value
 from paintbench.text import printable
 
 
@@ -59,12 +61,6 @@ def results_problem(results: Any) -> str | None:
     return None
 
 
-def _fmt(x: float | None, pct: bool) -> str:
-    if x is None:
-        return "-"
-    return f"{100 * x:.2f}" if pct else f"{x:.4f}"
-
-
 def format_results(results: dict[str, Any]) -> str:
     suite = results["suite"]
     lines = [f"suite {printable(suite['name'])} v{printable(suite['version'])}: {suite['n_prompts']} prompts x "
@@ -72,13 +68,12 @@ def format_results(results: dict[str, Any]) -> str:
     if partial_note(suite):
         lines.append(partial_note(suite))
     for name, m in results["metrics"].items():
-        pct = m.get("options", {}).get("mode") == "correct"
         conf = round(100 * m.get("confidence", 0.95))
         star = " (primary)" if m.get("primary") else ""
         star += headline_tags(str(name), m.get("value"), m.get("provenance"))
         lo, hi = m["ci"]
-        unit = " %" if pct else ""
-        lines.append(f"\n{printable(name)}{star}: {_fmt(m['value'], pct)}{unit}  [{conf}% CI {_fmt(lo, pct)}, {_fmt(hi, pct)}]"
+        f = functools.partial(format_value, str(name))
+        lines.append(f"\n{printable(name)}{star}: {f(m['value'])}  [{conf}% CI {f(lo)}, {f(hi)}]"
                      f"  n={m['n_samples']} images / {m['n_prompts']} prompts ({m['aggregation']})"
                      + (f", {m['n_failed']} failed" if m.get("n_failed") else "")
                      + (f"; no value: nothing scored in {', '.join(m['missing_categories'])}"
@@ -89,7 +84,7 @@ def format_results(results: dict[str, Any]) -> str:
                          "as the official scripts skip missing images); not comparable with a complete run")
         for cat, c in m.get("categories", {}).items():
             clo, chi = c["ci"]
-            lines.append(f"  {printable(cat, 40):<16} {_fmt(c['value'], pct):>8}  [{_fmt(clo, pct)}, {_fmt(chi, pct)}]  "
+            lines.append(f"  {printable(cat, 40):<16} {f(c['value']):>8}  [{f(clo)}, {f(chi)}]  "
                          f"n={c['n_samples']}")
     if results.get("generation_failures"):
         lines.append(f"\n{len(results['generation_failures'])} image(s) could not be generated or found:")
@@ -158,8 +153,10 @@ def format_comparison(cmp: dict[str, Any]) -> str:
     for m, r in cmp["metrics"].items():
         lo, hi = r["low"], r["high"]
         conf = round(100 * r["confidence"])
-        lines.append(f"{printable(m)}: A {r['mean_a']:.4f}  B {r['mean_b']:.4f} (on the shared prompts)  diff {r['difference']:+.4f} "
-                     f"[{conf}% CI {lo:+.4f}, {hi:+.4f}]  {p_text(r['p_value'], r.get('n_resamples'))}  "
+        f = functools.partial(format_value, str(m))
+        lines.append(f"{printable(m)}: A {f(r['mean_a'])}  B {f(r['mean_b'])} (on the shared prompts)  diff "
+                     f"{f(r['difference'], signed=True)} [{conf}% CI {f(lo, signed=True)}, {f(hi, signed=True)}]  "
+                     f"{p_text(r['p_value'], r.get('n_resamples'))}  "
                      f"shared prompts {r['n_shared']}"
                      + (f"  permutation p={r['permutation_p_value']:.4g}" if "permutation_p_value" in r else ""))
         if r.get("version_a") != r.get("version_b"):

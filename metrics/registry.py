@@ -42,7 +42,8 @@ class ProviderSpec:
     needs_prompt: bool = True
     aliases: tuple[str, ...] = field(default=())
     tiny_writer: str | None = None  # `module:function` writing tiny checkpoints in the official formats
-    display: tuple[float, int] = (1.0, 4)  # (scale, decimals) of the metric on report pages
+    display: tuple[float, int] = (1.0, 4)  # (scale, decimals): how every printer and page shows it (`format_value`)
+    unit: str = ""                          # printed after the value ("%" for a percentage)
     # values outside this range are impossible (a damaged record), not just rare; None: unbounded on that side.
     # Every metric with a true bound declares it; None (both sides open) is a linear head on embeddings
     # (aesthetic, ImageReward, HPSv3) or a weight-dependent scale (PickScore's exp(logit_scale) x cosine).
@@ -243,3 +244,18 @@ class UnknownMetricError(UnknownNameError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
+
+
+def format_value(name: str, value: float | None, *, signed: bool = False, decimals: int | None = None) -> str:
+    """A metric's value as every CLI printer shows it: scaled and rounded by the metric's `display`, its
+    unit beside it ('-' for no value). One rule, so `eval`, `results`, `compare`, `score` and the site
+    show one number one way (the site's suite layouts choose only the decimals)."""
+    if value is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "-"
+    try:
+        s = spec(name)
+        scale, dec, unit = s.display[0], s.display[1], s.unit
+    except KeyError:   # a plugin's metric that is not installed here
+        scale, dec, unit = 1.0, 4, ""
+    dec = dec if decimals is None else decimals
+    return f"{value * scale:{'+' if signed else ''}.{dec}f}{unit}"

@@ -212,7 +212,7 @@ def test_rescore_and_results_and_compare_commands(tmp_path):
     assert "shapes-geneval" in out.stdout
     assert stable(a) == before
     table = cli("results", str(a)).stdout
-    assert "shapes-geneval (primary): 100.00 %" in table and "two_object" in table
+    assert "shapes-geneval (primary): 1.000  [95% CI 1.000, 1.000]" in table and "two_object" in table
     cmp = json.loads(cli("compare", str(a), str(b), "--json", "--n-resamples", "500").stdout)
     r = cmp["metrics"]["shapes-geneval"]
     assert r["difference"] < -0.5 and r["p_value"] < 0.05 and r["n_shared"] == 8

@@ -126,3 +126,40 @@ def test_half_precision_on_the_cpu_warns_once_per_metric():
         base.warn_half_on_cpu("probe", torch.device("cpu"), torch.bfloat16)
         base.warn_half_on_cpu("probe", torch.device("cpu"), torch.float32)
     assert len(caught) == 1 and "bfloat16 on the CPU" in str(caught[0].message)
+
+
+def test_every_printer_shows_every_metric_on_its_one_scale():
+    """GenEval printed 7.89 % in eval, 0.0789 in compare and 0.08 on the site; HPS v2.1 0.3796 in score and
+    37.96 on the site (issue #22 item 5): every CLI printer now uses the registry's display, and every suite
+    layout that claims a metric shows it on that same scale."""
+    from paintbench import metrics
+    from paintbench.harness.folder_reports import format_score_summary
+    from paintbench.harness.report import format_comparison, format_results
+    from paintbench.harness.suite import load_suite, suite_files
+    from paintbench.leaderboards.layouts import metric_format
+    from paintbench.metrics.registry import format_value
+
+    for name in metrics.available():
+        spec = metrics.spec(name)
+        lo, hi = spec.nominal_range
+        v = lo + 0.37 * (hi - lo)
+        shown = format_value(name, v)
+        assert shown == f"{v * spec.display[0]:.{spec.display[1]}f}{spec.unit}"
+        results = {"suite": {"name": "s", "version": 1, "n_prompts": 1, "images_per_prompt": 1}, "generator": {},
+                   "metrics": {name: {"value": v, "ci": [v, v], "n_samples": 1, "n_prompts": 1, "aggregation": "mean"}}}
+        assert f"{name}: {shown}  [95% CI {shown}, {shown}]" in format_results(results), name
+        cmp = {"run_a": "a", "run_b": "b", "same_suite": True, "direction": "d", "metrics": {name: {
+            "low": 0.0, "high": 0.0, "confidence": 0.95, "mean_a": v, "mean_b": v, "difference": 0.0, "p_value": 1.0,
+            "n_resamples": 100, "n_shared": 3}}}
+        assert f"A {shown}  B {shown}" in format_comparison(cmp), name
+        score = {"metrics": {name: {"mean": v, "std": 0.0, "n": 1, "n_failed": 0}}, "failed": []}
+        assert f" {shown} " in format_score_summary(score), name
+        assert metric_format(name)[0] == spec.display[0]                      # the site's own scale
+    checked = 0
+    for suite_name in suite_files():
+        board = load_suite(suite_name).leaderboard
+        for m in (board or {}).get("metrics", []):
+            if m in metrics.available():
+                assert float(board.get("scale", 1.0)) == metrics.spec(m).display[0], (suite_name, m)
+                checked += 1
+    assert checked >= 4   # geneval, dpg, hpdv2, the worlds' suites
