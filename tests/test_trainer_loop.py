@@ -26,7 +26,7 @@ SMALL = {
     "steps": 2, "warmstart_steps": 0, "prompts_per_step": 2, "group_size": 4, "rollout_steps": 4,
     "inner_iters": 3, "n_global": 1, "n_struct": 1, "sample_every": 0, "save_every": 0, "tensorboard": False,
     "policy_options": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "max_text_len": 12},
-    "prompts_per_tag": 20, "lr": 1e-3, "beta": 0.04,
+    "prompts_per_tag": 20, "lr": 1e-3, "beta": 0.04, "eval_every": 0,
 }
 
 
@@ -341,8 +341,13 @@ def test_cli_train_writes_a_run(tmp_path, capsys):
                               "--reward", "shapes-geneval=2.0", "--out", str(tmp_path)])
     assert cmd.run(args) == 0
     out = capsys.readouterr()
-    rows = read_metrics(tmp_path)
+    everything = read_metrics(tmp_path)
+    rows = [r for r in everything if "reward/mean" in r]
     assert f"final: reward {rows[0]['reward/mean']:.3f} -> {rows[-1]['reward/mean']:.3f} (round 1 -> 1)" in out.out
+    held = [(r["step"], r["eval/shapes-heldout/shapes-geneval"]) for r in everything
+            if "eval/shapes-heldout/shapes-geneval" in r]
+    assert [s for s, _ in held] == [0, 1]            # shapes-tiny evaluates before the first round and after the last
+    assert f"held-out shapes-heldout/shapes-geneval {held[0][1]:.3f} -> {held[1][1]:.3f} (round 0 -> 1)" in out.out
     assert "ETA" in out.err                                                   # progress lines say how long is left
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["phase"] == "done" and status["step"] == status["of"] == 1

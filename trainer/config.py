@@ -153,7 +153,7 @@ class HTGRPOConfig:
     num_samples: int = _f(8, "images saved per sample dump")
     save_every: int = _f(20, "checkpoint every N rounds (and at the end; 0 = only at the end)")
     keep_checkpoints: int = _f(2, "checkpoints kept (oldest deleted; 0 = keep all)")
-    eval_every: int = _f(0, "evaluate on `eval_suite` every N rounds (0 = never)")
+    eval_every: int = _f(0, "evaluate on `eval_suite` before round 1, every N rounds and after the last (0 = never)")
     eval_suite: str = _f("shapes-heldout", "harness suite for periodic evaluation (default: held-out prompts)")
     eval_images_per_prompt: int = _f(1, "images per prompt in periodic evaluation")
     eval_max_prompts: int = _f(0, "cap on evaluation prompts (0 = the whole suite)")

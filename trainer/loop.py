@@ -285,7 +285,7 @@ class Trainer:
             self.logger.log(step, metrics)
         if self.cfg.sample_every and step % self.cfg.sample_every == 0:
             self.save_samples(batch)
-        if self.cfg.eval_every and step % self.cfg.eval_every == 0:
+        if self.cfg.eval_every and (step % self.cfg.eval_every == 0 or step == self.cfg.steps):   # and at the end
             ev = self._evaluate(step)
             metrics.update(ev)
             self.logger.log(step, ev)

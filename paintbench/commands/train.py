@@ -73,7 +73,14 @@ def final_line(out: str, last: dict) -> str:
     if rewards:
         (s0, r0), (s1, r1) = rewards[0], rewards[-1]
         parts.append(f"reward {r0:.3f} -> {r1:.3f} (round {s0} -> {s1})")
-    evals = {k: r[k] for r in rows for k in r if k.startswith("eval/") and isinstance(r[k], (int, float))}
-    parts += [f"held-out {k.removeprefix('eval/')} {v:.3f}" for k, v in evals.items() if math.isfinite(v)]
+    evals: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("eval/") and isinstance(v, (int, float)) and math.isfinite(v):
+                evals.setdefault(k, []).append((r["step"], v))
+    for k, pts in evals.items():   # the held-out score before training and after it
+        (e0, v0), (e1, v1) = pts[0], pts[-1]
+        parts.append(f"held-out {k.removeprefix('eval/')} {v0:.3f} -> {v1:.3f} (round {e0} -> {e1})" if len(pts) > 1
+                     else f"held-out {k.removeprefix('eval/')} {v1:.3f} (round {e1})")
     parts += [f"{k} {last[k]:.4g}" for k in ("kl", "clip_frac") if isinstance(last.get(k), (int, float))]
     return "final: " + "; ".join(parts)
