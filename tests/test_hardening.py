@@ -488,12 +488,12 @@ def test_a_training_log_that_is_a_link_is_refused(tmp_path, capsys):
     out.mkdir()
     victim.write_text("precious\n")
     (out / "metrics.jsonl").symlink_to(victim)
-    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "--out", str(out),
-                     "--quiet"])
+    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "eval_every=0",
+                     "--out", str(out), "--quiet"])
     assert code == 2 and "already holds a training run" in one_error_line(capsys)
     # --resume with no checkpoint starts over: the log is rewritten as a file of its own, the target untouched
-    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "--out", str(out),
-                     "--quiet", "--resume"])
+    code = cli.main(["train", "shapes-tiny", "steps=1", "warmstart_steps=0", "tensorboard=false", "eval_every=0",
+                     "--out", str(out), "--quiet", "--resume"])
     assert code == 0 and not (out / "metrics.jsonl").is_symlink()
     assert json.loads((out / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
     assert victim.read_text() == "precious\n"

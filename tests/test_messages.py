@@ -8,6 +8,8 @@ from paintbench.errors import UserError
 from paintbench.harness.dist import Dist
 from paintbench.harness.report import p_text
 
+pytestmark = pytest.mark.hf   # the score and summary printers import the harness's folder readers (GenEval's detector)
+
 
 def test_a_bootstrap_p_at_its_floor_is_said_as_a_bound():
     assert p_text(1 / 10_001, 10_000) == "p < 1e-04 (bootstrap floor, 10000 resamples)"

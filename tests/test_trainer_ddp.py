@@ -35,7 +35,7 @@ def config():
     return load_config({**load_yaml(resolve_config_path("shapes-tiny")), **{
         "steps": 2, "warmstart_steps": 3, "warmstart_batch": 8, "prompts_per_step": 3, "group_size": 4,
         "rollout_steps": 4, "inner_iters": 3, "n_global": 1, "n_struct": 1, "save_every": 0, "sample_every": 0,
-        "tensorboard": False, "prompts_per_tag": 20, "lr": 1e-3, "micro_batch_size": 4,
+        "tensorboard": False, "prompts_per_tag": 20, "lr": 1e-3, "micro_batch_size": 4, "eval_every": 0,
         "policy_options": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_ff": 64, "max_text_len": 12}}})
 
 
