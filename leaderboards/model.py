@@ -93,6 +93,21 @@ class Run:
         return isinstance(total, int) and self.n_prompts < total
 
     @property
+    def caveats(self) -> list[str]:
+        """The headline tags of the run's metrics (`harness.badges`) other than synthetic weights, which
+        has its own badge: values outside a metric's nominal range, scoring not in fp32."""
+        from paintbench.harness.badges import SYNTHETIC, headline_tags
+
+        out: dict[str, None] = {}
+        for name, m in self.metrics.items():
+            if isinstance(m, dict):
+                for tag in headline_tags(name, m.get("value"), m.get("provenance")).strip().split("] ["):
+                    tag = tag.strip("[] ")
+                    if tag and tag != SYNTHETIC.strip("[]"):
+                        out[f"{name}: {tag}" if "range" in tag else tag] = None
+        return list(out)
+
+    @property
     def missing_samples(self) -> int:
         """Samples the suite asked for that have no score in the run's headline metric: failed, missing or
         never generated (the official scripts skip them, so the score itself follows that rule)."""

@@ -245,6 +245,7 @@ def _stat(entry: Any) -> tuple[Any, list[Any] | None, Any]:
 def _model_cell(run: Run, mark: str | None, note: str) -> Cell:
     flags = [label for on, label in ((run.synthetic_weights, "synthetic weights"), (run.is_partial, "partial"),
                                      (run.is_incomplete, f"incomplete: {run.sample_coverage}")) if on]
+    flags += run.caveats   # "dtype bfloat16, not the fp32 parity setting", "aesthetic: outside nominal range 1..10"
     return Cell(value=run.name, href=f"{run.slug}.html", mark=mark, note=note, flags=flags)
 
 

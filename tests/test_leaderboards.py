@@ -1008,3 +1008,19 @@ def test_box_labels_stay_inside_the_image_and_never_collide():
         assert all(r[2] <= q[0] or q[2] <= r[0] or r[3] <= q[1] or q[3] <= r[1] for q in rects), b
         rects.append(r)
     assert len(rects) == 3 and placed[3]["lx"] is None
+
+
+def test_the_site_flags_non_fp32_scoring_and_values_outside_the_nominal_range(runs, tmp_path):
+    """Issue #22 items 2-3: what the CLI headlines say, the site's run names say too."""
+    odd = tmp_path / "odd"
+    shutil.copytree(runs["oracle"], odd)
+    res = json.loads((odd / "results.json").read_text())
+    metric = next(iter(res["metrics"]))
+    res["metrics"][metric]["provenance"] = {**(res["metrics"][metric].get("provenance") or {}), "dtype": "bfloat16"}
+    res["metrics"][metric]["value"] = -0.5         # below shapes-geneval's nominal 0..1 (its rewards can be)
+    res["run_name"] = "odd"
+    (odd / "results.json").write_text(json.dumps(res))
+    run = load_run(odd)
+    assert "dtype bfloat16, not the fp32 parity setting" in run.caveats
+    assert f"{metric}: outside nominal range 0..1" in run.caveats
+    assert load_run(runs["oracle"]).caveats == []
