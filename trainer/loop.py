@@ -203,7 +203,6 @@ class Trainer:
             if cfg.warmstart_steps > 0:
                 self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
         if self.dist.is_main:
-
             from paintbench.files import dump_yaml, write_atomic
 
             write_atomic(self.out / "config.yaml", dump_yaml(to_dict(cfg)).encode("utf-8"))
@@ -215,7 +214,6 @@ class Trainer:
     def _check_same_settings(self) -> None:
         """`--resume` with other settings would continue one run with another's maths: refused, naming
         the keys (the harness refuses a run directory made with other settings the same way)."""
-
         saved_path = self.out / "config.yaml"
         if not saved_path.is_file():
             return
