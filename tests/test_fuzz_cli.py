@@ -10,10 +10,10 @@ import os
 import re
 import shutil
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
+from test_hardening import bomb_png
 
 from paintbench import cli
 
@@ -21,12 +21,6 @@ DEEP = "x: " + "[" * 200 + "]" * 200 + "\n"
 ALIAS_BOMB = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9) if p else ', '.join(['x'] * 9)}]\n"
                      for p, c in zip(["", "a", "b", "c", "d", "e", "f", "g"], "abcdefgh", strict=True)) \
     + "name: [" + ", ".join(["*h"] * 9) + "]\n"
-
-
-def bomb_png() -> bytes:
-    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
 
 
 @pytest.fixture(scope="module")
