@@ -155,8 +155,10 @@ class HTGRPOConfig:
     keep_checkpoints: int = _f(2, "checkpoints kept (oldest deleted; 0 = keep all)")
     eval_every: int = _f(0, "evaluate on `eval_suite` before round 1, every N rounds and after the last (0 = never)")
     eval_suite: str = _f("shapes-heldout", "harness suite for periodic evaluation (default: held-out prompts)")
-    eval_images_per_prompt: int = _f(1, "images per prompt in periodic evaluation")
-    eval_max_prompts: int = _f(0, "cap on evaluation prompts (0 = the whole suite)")
+    eval_images_per_prompt: int = _f(0, "images per prompt in periodic evaluation (0 = the suite's own)")
+    eval_max_prompts: int = _f(0, "cap on evaluation prompts, chosen as `eval --limit` does (0 = the whole suite)")
+    eval_seed: int = _f(0, "the evaluation's seed: the logged number equals `paintbench eval SUITE "
+                           "--generator policy:CHECKPOINT --seed eval_seed`")
     tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
     guard_every: int = _f(5, "guard metrics (trainer.guard: ratio, out-of-clip share and KL of the update and to "
                              "the reference, each rollout token read on the canvas it was committed from) in round 1 "

@@ -8,8 +8,12 @@ run directory: for a full, resumable, reportable evaluation of a saved checkpoin
 `paintbench eval SUITE --generator policy:DIR/checkpoints/step_N`. Any other callable with the same
 signature can be passed to `Trainer(evaluate_fn=...)` instead.
 
-Seeds are fixed per (prompt id, sample index), so every evaluation of a run sees the same prompts and
-noise, and the curve in metrics.jsonl moves only with the policy.
+It is the harness's evaluation, not an approximation of it: the same prompts (`max_prompts` selects them as
+`eval --limit` does), the suite's images per prompt, and the harness's seed rule
+(`harness.dist.derive_seed(seed, prompt id, sample index)`), so the number the trainer logs at step N equals
+`paintbench eval SUITE --generator policy:RUN/checkpoints/step_N --seed SEED [--limit N]` to the last digit
+(tested). Every evaluation of a run therefore sees the same prompts and noise, and the curve in
+metrics.jsonl moves only with the policy.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 
-from paintbench.trainer.data import hash_seed
+from paintbench.harness.dist import derive_seed
 from paintbench.trainer.generate import generate_images
 from paintbench.trainer.policy import MaskedImagePolicy
 
@@ -27,10 +31,11 @@ from paintbench.trainer.policy import MaskedImagePolicy
 class SuiteEvaluator:
     def __init__(self, suite: str, *, images_per_prompt: int | None = None, max_prompts: int = 0,
                  sampler: dict[str, Any] | None = None, seed: int = 0, batch_size: int = 64) -> None:
-        from paintbench.harness.suite import load_suite
+        from paintbench.harness.suite import load_suite, stratified_sample
 
         self.suite = load_suite(suite)
-        self.items = spread(list(self.suite.items), max_prompts)
+        items = list(self.suite.items)
+        self.items = stratified_sample(items, max_prompts, seed) if 0 < max_prompts < len(items) else items
         self.ipp = images_per_prompt or self.suite.images_per_prompt
         self.sampler = dict(sampler or {})
         self.seed = seed
@@ -48,7 +53,7 @@ class SuiteEvaluator:
     def __call__(self, policy: MaskedImagePolicy, step: int) -> dict[str, float]:
         jobs = [(it, j) for it in self.items for j in range(self.ipp)]
         prompts = [it.prompt for it, _ in jobs]
-        seeds = [hash_seed("eval", self.seed, it.id, j) for it, j in jobs]
+        seeds = [derive_seed(self.seed, it.id, j) for it, j in jobs]
         images = generate_images(policy, prompts, seeds, [it.metadata for it, _ in jobs],
                                  batch_size=self.batch_size, **self.sampler)
         out: dict[str, float] = {}
@@ -70,10 +75,3 @@ def aggregate(values: torch.Tensor, categories: list[str | None], how: str) -> f
         groups[str(c)].append(v)
     return float(sum(sum(g) / len(g) for g in groups.values()) / len(groups))
 
-
-def spread(items: list[Any], limit: int) -> list[Any]:
-    """At most `limit` items, evenly spaced over the list (so every category of a grouped suite stays
-    represented); all of them when `limit` <= 0."""
-    if limit <= 0 or limit >= len(items):
-        return items
-    return [items[(i * len(items)) // limit] for i in range(limit)]

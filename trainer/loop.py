@@ -209,7 +209,7 @@ class Trainer:
 
     # settings a resume may change: how long to train, how often to log, save and evaluate, where weights are
     RESUMABLE_CHANGES = frozenset({"steps", "log_every", "save_every", "keep_checkpoints", "sample_every",
-                                   "eval_every", "eval_max_prompts", "tensorboard", "weights_dir"})
+                                   "eval_every", "eval_max_prompts", "eval_seed", "tensorboard", "weights_dir"})
 
     def _check_same_settings(self) -> None:
         """`--resume` with other settings would continue one run with another's maths: refused, naming
@@ -618,7 +618,7 @@ def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:
     from paintbench.trainer.evaluate import SuiteEvaluator
 
     return SuiteEvaluator(cfg.eval_suite, images_per_prompt=cfg.eval_images_per_prompt,
-                          max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.seed)
+                          max_prompts=cfg.eval_max_prompts, sampler=cfg.sampler_options(), seed=cfg.eval_seed)
 
 
 ROLLOUT_BYTES_PER_TOKEN = 3 * 4 * 8192
