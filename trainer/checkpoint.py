@@ -9,6 +9,12 @@
 - `trainer_state.pt`: optimizer and LR-scheduler state, the round counter, the data position, every RNG
   state (Python, NumPy, torch CPU and CUDA) and the config it was written under.
 
+Under `parallel: ddp | fsdp` (trainer.parallel) every rank takes part: `sharded/` holds the policy's
+trainable weights, the AdamW state and the frozen reference copy as `torch.distributed.checkpoint` writes
+them (one file per rank and a `.metadata`; resumable on the same world size bit for bit, and on another,
+which DCP re-splits); `policy/` is still the whole policy, gathered to rank 0, for `eval` and `export`;
+`trainer_state.pt` then holds everything but the optimizer, plus the world size and placement.
+
 `DIR/checkpoints/latest` names the newest. Writing goes to a temporary folder renamed at the end, so a
 crash never leaves a half-written checkpoint that `latest` points to. The rollouts and subsets draw from
 generators seeded by (seed, round, row), so the RNG states matter only for code outside the trainer
@@ -100,6 +106,89 @@ def save_checkpoint(
     if keep > 0:
         prune(final.parent, keep)
     return final
+
+
+SHARDED = "sharded"
+
+
+def is_sharded(checkpoint: str | Path) -> bool:
+    return (Path(checkpoint) / SHARDED / ".metadata").is_file()
+
+
+def _sharded_state(policy: Any, optimizer: torch.optim.Optimizer, reference: Any | None) -> dict[str, Any]:
+    """The state DCP saves and loads in place: trainable weights only (a LoRA policy's frozen base is
+    reloaded from its own folder), the optimizer, and the reference copy when there is one."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    model, optim = get_state_dict(policy, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+    state: dict[str, Any] = {"policy": model, "optimizer": optim}
+    if reference is not None:
+        state["reference"] = get_model_state_dict(reference)
+    return state
+
+
+def save_sharded_checkpoint(
+    out_dir: str | Path,
+    step: int,
+    *,
+    dist: Any,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    data_position: int,
+    config: dict[str, Any],
+    reference: Any | None,
+    sampler: dict[str, Any] | None,
+    keep: int,
+    parallel: str,
+) -> Path:
+    """Collective: every rank writes its shards; rank 0 the gathered policy folder and the small state.
+    The same temporary-folder-then-rename protocol as `save_checkpoint`."""
+    import torch.distributed.checkpoint as dcp
+
+    from paintbench.trainer.parallel import full_state
+
+    final = checkpoint_dir(out_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if dist.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    dcp.save(_sharded_state(policy, optimizer, reference), checkpoint_id=str(tmp / SHARDED))
+    whole = full_state(policy)                                   # collective; rank 0 gets the tensors
+    if dist.is_main:
+        policy.save(tmp / "policy", sampler=sampler, state=whole)
+        torch.save({
+            "step": int(step),
+            "data_position": int(data_position),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "config": config,
+            "world_size": int(dist.world_size),
+            "parallel": parallel,
+        }, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        write_marker(final.parent / LATEST, final.name)
+        if keep > 0:
+            prune(final.parent, keep)
+    dist.barrier()
+    return final
+
+
+def load_sharded(checkpoint: str | Path, policy: Any, optimizer: torch.optim.Optimizer, reference: Any | None) -> None:
+    """Load `sharded/` into the wrapped policy, its optimizer and the reference copy, in place (collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+
+    state = _sharded_state(policy, optimizer, reference)
+    dcp.load(state, checkpoint_id=str(Path(checkpoint) / SHARDED))
+    set_state_dict(policy, optimizer, model_state_dict=state["policy"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(ignore_frozen_params=True))
+    if reference is not None:
+        set_model_state_dict(reference, state["reference"])
 
 
 def prune(folder: Path, keep: int) -> None:

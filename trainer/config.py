@@ -65,6 +65,18 @@ class HTGRPOConfig:
         metadata={"help": "LoRA target module names (MaskGRPO: q,k,v,o,gate,up,down)"})
     gradient_checkpointing: bool = _f(False, "gradient checkpointing in the training forward (real backbones)")
 
+    # -- parallelism and placement (trainer.parallel; torchrun starts the processes) ---------------------
+    parallel: str = _f("auto", "auto (none in one process, ddp in several) | none (hand-written gradient all-reduce) | "
+                               "ddp (torch FSDP2, replicated) | fsdp (FSDP2 sharded per transformer block)")
+    fsdp_param_dtype: str = _f("", "FSDP2 mixed precision: dtype parameters are cast to for compute "
+                                   "('' = the policy's dtype; bfloat16 on GPUs)")
+    fsdp_reduce_dtype: str = _f("float32", "FSDP2 mixed precision: dtype of the gradient reduction")
+    fsdp_reshard_after_forward: bool = _f(True, "free each block's gathered parameters after its forward (ZeRO-3); "
+                                                "false keeps them until backward (ZeRO-2, more memory, less traffic)")
+    reference_offload: bool = _f(False, "fsdp, full fine-tuning: keep the frozen reference copy's shards on the CPU")
+    reward_ranks: list = field(default_factory=list, metadata={"help": (
+        "ranks that hold the reward models and score every rank's images ([] = every rank scores its own)")})
+
     world: str = _f("shapes", "synthetic world of the tiny policy: shapes | blocks (layout decided first) | "
                               "blocks-control (details first); sets its decoder, warm-start oracle and premise logs")
 
@@ -167,6 +179,15 @@ class HTGRPOConfig:
 
     def __post_init__(self) -> None:
         _check_choice("preset", self.preset, PRESETS)
+        from paintbench.trainer.parallel import PARALLEL
+
+        _check_choice("parallel", self.parallel, PARALLEL)
+        for key in ("fsdp_param_dtype", "fsdp_reduce_dtype"):
+            if getattr(self, key) not in ("", "float32", "bfloat16", "float16"):
+                raise UserError(f"{key} must be '', float32, bfloat16 or float16, got {getattr(self, key)!r}")
+        if (not all(isinstance(r, int) and not isinstance(r, bool) and r >= 0 for r in self.reward_ranks)
+                or len(set(self.reward_ranks)) != len(self.reward_ranks)):
+            raise UserError(f"reward_ranks must be distinct ranks (integers >= 0), got {self.reward_ranks!r}")
         _check_choice("policy", self.policy, ("tiny", "mmada", "lumina-dimoo"))
         from paintbench.harness.worlds import WORLDS
 

@@ -39,6 +39,7 @@ from paintbench.harness.dist import Dist
 from paintbench.trainer import advantages as adv_mod
 from paintbench.trainer import checkpoint as ckpt
 from paintbench.trainer import guard as guard_mod
+from paintbench.trainer import parallel
 from paintbench.trainer.config import HTGRPOConfig
 from paintbench.trainer.credit import token_advantages
 from paintbench.trainer.data import batch_indices, hash_seed, load_records
@@ -48,6 +49,7 @@ from paintbench.trainer.loss import LossStats, clipped_kl_loss, normalizer_of
 from paintbench.trainer.partition import structure_mask
 from paintbench.trainer.policy import MaskedImagePolicy
 from paintbench.trainer.progress import Progress
+from paintbench.trainer.reward_placement import check_reward_ranks, score_on_reward_ranks
 from paintbench.trainer.rewards import AsyncScorer, RewardModel, RewardResult
 from paintbench.trainer.sampling import Rollout, SamplerOptions, make_generators, rollout
 from paintbench.trainer.schedule import candidates, subset_noise, token_subset
@@ -109,14 +111,24 @@ class Trainer:
         self.records = load_records(cfg.prompts, seed=cfg.prompt_seed, per_tag=cfg.prompts_per_tag,
                                     split=cfg.prompt_split)
         check_batch_fits(cfg, self.dist.world_size)
+        self.placement = parallel.Placement(
+            parallel=parallel.resolve(cfg.parallel, self.dist.world_size), param_dtype=cfg.fsdp_param_dtype,
+            reduce_dtype=cfg.fsdp_reduce_dtype, reshard_after_forward=cfg.fsdp_reshard_after_forward,
+            reference_offload=cfg.reference_offload)
+        check_reward_ranks(cfg.reward_ranks, self.dist.world_size)
         self.policy = policy if policy is not None else self._build_policy()
+        self.reward_weights = dict(reward_model.weights) if reward_model is not None else cfg.reward_weights()
         if reward_model is None:
             from paintbench.metrics.registry import require_valid_metadata
 
-            for name in cfg.reward_weights():
+            for name in self.reward_weights:
                 require_valid_metadata(name, self.records, f"prompts {cfg.prompts!r}")
-        self.reward_model = reward_model or RewardModel(cfg.reward_weights(), options=cfg.reward_options, weights_dir=cfg.weights_dir,
-                                                        device=self.device)
+        # one reward interface (a scorer: images, prompts, metadata -> RewardResult), placed per rank or on
+        # `reward_ranks` only (trainer.reward_placement): the other ranks never load a reward model
+        holds_rewards = not cfg.reward_ranks or self.dist.rank in cfg.reward_ranks
+        self.reward_model: RewardModel | None = reward_model or (
+            RewardModel(self.reward_weights, options=cfg.reward_options, weights_dir=cfg.weights_dir,
+                        device=self.device) if holds_rewards else None)
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
         self.sampler = SamplerOptions.from_dict(cfg.sampler_options())
         self.logger = RunLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.tensorboard)
@@ -162,11 +174,14 @@ class Trainer:
             self._check_same_settings()
         if found is None and self.dist.is_main:
             self.logger.truncate_after(-1)  # resuming with no checkpoint starts over: no line may repeat
-        if found is not None:
+        sharded = found is not None and ckpt.is_sharded(found)
+        if found is not None and not sharded:
             from paintbench.trainer.policy import load_weights
 
             self.policy.load_policy_state(load_weights(found / "policy"))
             ref_state = ckpt.load_reference_state(found)
+        elif sharded:
+            ref_state = None   # the policy, reference and optimizer come from the sharded state below
         else:
             if cfg.warmstart_steps > 0:
                 from paintbench.trainer.warmstart import warm_start
@@ -187,29 +202,48 @@ class Trainer:
                                                                    for i, v in enumerate(losses, start=1)).encode())
             ref_state = None
         self.dist.broadcast_parameters(self.policy.trainable_parameters())
+        if found is None and self.dist.is_main:   # the starting policy, whole, before any sharding
+            self.out.mkdir(parents=True, exist_ok=True)
+            if cfg.warmstart_steps > 0:
+                self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
         self.reference = self._make_reference(ref_state) if cfg.beta != 0 else None
+        if self.placement.wrapped:   # torch's engine from here on: FSDP2 over the ranks (trainer.parallel)
+            mesh = parallel.device_mesh(self.placement.parallel, self.dist.world_size, self.device)
+            parallel.apply(self.policy, self.placement, mesh)
+            if self.reference is not None and self.policy.reference_is_copy:
+                parallel.apply(self.reference, self.placement, mesh, frozen=True)
         params = self.policy.trainable_parameters()
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         if found is not None:
             state = ckpt.load_trainer_state(found)
-            self.optimizer.load_state_dict(state["optimizer"])
+            if sharded:
+                saved_world = int(state.get("world_size", self.dist.world_size))
+                if saved_world != self.dist.world_size and self.dist.is_main:
+                    import sys
+
+                    print(f"resuming {found.name}, written by {saved_world} process(es), on {self.dist.world_size}: "
+                          "torch.distributed.checkpoint re-splits the sharded state; the global batch is unchanged",
+                          file=sys.stderr)
+                ckpt.load_sharded(found, self.policy, self.optimizer,
+                                  self.reference if self.policy.reference_is_copy else None)
+            else:
+                self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             ckpt.set_rng_state(state["rng"])
             self.step = int(state["step"])
             self.logger.truncate_after(self.step)
-        elif self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if cfg.warmstart_steps > 0:
-                self.policy.save(self.out / ckpt.CHECKPOINTS / "warmstart" / "policy", sampler=cfg.sampler_options())
         if self.dist.is_main:
             from paintbench.files import dump_yaml, write_atomic
 
             write_atomic(self.out / "config.yaml", dump_yaml(to_dict(cfg)).encode("utf-8"))
 
-    # settings a resume may change: how long to train, how often to log, save and evaluate, where weights are
+    # settings a resume may change: how long to train, how often to log, save and evaluate, where weights are,
+    # and the placement over processes (the loop's results do not depend on it; a sharded checkpoint is re-split)
     RESUMABLE_CHANGES = frozenset({"steps", "log_every", "save_every", "keep_checkpoints", "sample_every",
-                                   "eval_every", "eval_max_prompts", "eval_seed", "tensorboard", "weights_dir"})
+                                   "eval_every", "eval_max_prompts", "eval_seed", "tensorboard", "weights_dir",
+                                   "parallel", "fsdp_reshard_after_forward",
+                                   "reference_offload", "reward_ranks"})
 
     def _check_same_settings(self) -> None:
         """`--resume` with other settings would continue one run with another's maths: refused, naming
@@ -330,7 +364,8 @@ class Trainer:
         self.policy.eval()
         rows = list(batch.rows)
         per = cfg.rollout_batch_size or len(rows)
-        scorer = AsyncScorer(self.reward_model, cfg.reward_async)
+        placed = bool(cfg.reward_ranks) and self.dist.enabled
+        scorer = None if placed else AsyncScorer(self.reward_model, cfg.reward_async)
         parts, images = [], []
         t_reward = 0.0
         for start in range(0, len(rows), per):
@@ -342,13 +377,19 @@ class Trainer:
             img = self.policy.decode(part.codes)
             recs = [batch.records[r // g] for r in chunk]
             t = time.perf_counter()
-            scorer.submit(img, [r["prompt"] for r in recs], recs)
+            if scorer is not None:
+                scorer.submit(img, [r["prompt"] for r in recs], recs)
             t_reward += time.perf_counter() - t
             parts.append(part)
             images.append(img)
         t = time.perf_counter()
-        rewards = scorer.results()
-        scorer.close()
+        if scorer is not None:
+            rewards = scorer.results()
+            scorer.close()
+        else:
+            everyone = [batch.records[r // g] for r in range(cfg.prompts_per_step * g)]
+            rewards = score_on_reward_ranks(self.dist, self.reward_model, cfg.reward_ranks, list(self.reward_weights),
+                                            torch.cat(images), batch.rows, [r["prompt"] for r in everyone], everyone)
         t_reward += time.perf_counter() - t
         roll = Rollout.cat(parts)
         batch.estimator.codes = roll.codes
@@ -361,7 +402,7 @@ class Trainer:
         assert batch.rewards is not None
         comps = {k: self.dist.all_gather_cat(v.to(self.device)).cpu() for k, v in batch.rewards.components.items()}
         adv, total = adv_mod.multi_reward_advantages(
-            comps, self.reward_model.weights, cfg.group_size, aggregation=cfg.reward_aggregation,
+            comps, self.reward_weights, cfg.group_size, aggregation=cfg.reward_aggregation,
             scale=cfg.adv_scale, leave_one_out=cfg.adv_leave_one_out, eps=cfg.adv_eps)
         batch.components = comps
         batch.reward_total = total
@@ -478,7 +519,10 @@ class Trainer:
             z = self.dist.sum([normalizer_of(subset, cfg.loss_norm)])[0]
             self.optimizer.zero_grad(set_to_none=True)
             stats, loss_total = LossStats(), 0.0
-            for idx in self._micro_batches(len(subset)):
+            micro = self._micro_batches(len(subset))
+            for i, idx in enumerate(micro):
+                if self.placement.wrapped:   # reduce once, after the last micro-batch
+                    parallel.set_gradient_sync(self.policy, i == len(micro) - 1)
                 sel = slice(None) if idx is None else idx
                 est = batch.estimator if idx is None else batch.estimator.rows(idx)
                 lp = view_logps(self.policy, est, [v.rows(idx) for v in views], cfg_scale=cfg.estimator_cfg).float()
@@ -489,7 +533,8 @@ class Trainer:
                 loss.backward()
                 stats = stats.add(st)
                 loss_total += float(loss.detach())
-            self.dist.all_reduce_grads(params)
+            if not self.placement.wrapped:
+                self.dist.all_reduce_grads(params)
             norm = clip_gradients(params, cfg.max_grad_norm)
             total = self.dist.sum([loss_total])[0]  # every rank sees the same numbers and stops together
             if not (math.isfinite(total) and math.isfinite(float(norm))):
@@ -564,20 +609,29 @@ class Trainer:
         self.logger.samples(batch.step, batch.images[:n], prompts, total, comps)
 
     def _evaluate(self, step: int) -> dict[str, float]:
-        if self.evaluate_fn is None or not self.dist.is_main:
+        # under ddp/fsdp every forward is collective: every rank evaluates (only rank 0 logs)
+        if self.evaluate_fn is None or not (self.dist.is_main or self.placement.wrapped):
             return {}
         res = self.evaluate_fn(self.policy, step)
+        if not self.dist.is_main:
+            return {}
         return {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in res.items()}
 
     def _checkpoint(self, *, force: bool = False) -> Path | None:
         cfg = self.cfg
         due = force or (cfg.save_every > 0 and self.step % cfg.save_every == 0)
-        if not due or not self.dist.is_main or self.step == 0:
+        if not due or self.step == 0 or not (self.dist.is_main or self.placement.wrapped):
             return None
         latest = ckpt.latest_checkpoint(self.out)
         if force and latest is not None and latest.name == f"step_{self.step:06d}":
             return latest
         assert self.optimizer is not None
+        if self.placement.wrapped:   # every rank writes its shards (torch.distributed.checkpoint)
+            return ckpt.save_sharded_checkpoint(
+                self.out, self.step, dist=self.dist, policy=self.policy, optimizer=self.optimizer,
+                scheduler=self.scheduler, data_position=self.step * cfg.prompts_per_step, config=to_dict(cfg),
+                reference=self.reference if self.policy.reference_is_copy else None,
+                sampler=cfg.sampler_options(), keep=cfg.keep_checkpoints, parallel=self.placement.parallel)
         ref_state = None
         if self.reference is not None and self.policy.reference_is_copy:
             ref_state = dict(self.reference.state_dict())
@@ -592,6 +646,9 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
+    if hasattr(grads[0], "full_tensor"):   # FSDP2's sharded gradients: torch's clip computes the global norm
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
     if max_norm > 0:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))

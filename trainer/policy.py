@@ -131,9 +131,10 @@ class MaskedImagePolicy(nn.Module, ABC):
     """True when `make_reference()` is a separate copy whose weights a checkpoint must store; False for
     LoRA adapters, whose reference is the adapter-disabled base model reloaded from its path."""
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        """The weights a checkpoint stores: everything, or only what training changes."""
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+    def policy_state(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The weights a checkpoint stores: everything, or only what training changes. `state` is this
+        module's whole state dict when the caller already has it (gathered from FSDP2's shards)."""
+        return {k: v.detach().contiguous() for k, v in (self.state_dict() if state is None else state).items()}
 
     def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)
@@ -144,16 +145,22 @@ class MaskedImagePolicy(nn.Module, ABC):
         """Trade compute for memory in the training forward (no-op unless the backbone supports it)."""
 
     # -- persistence --------------------------------------------------------------------------------
-    def save(self, directory: str | Path, *, sampler: dict[str, Any] | None = None) -> Path:
-        """Write policy.json and the weights into `directory` (created)."""
+    def shard_root(self) -> nn.Module:
+        """The module whose `__call__` runs every forward of the policy: FSDP2's root unit (trainer.parallel).
+        The tiny policy calls itself; the backbones override this with their language model."""
+        return self
+
+    def save(self, directory: str | Path, *, sampler: dict[str, Any] | None = None,
+             state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write policy.json and the weights into `directory` (created). `state`: as in `policy_state`."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"kind": self.kind, "config": self.config(), "sampler": {**self.default_sampler(), **(sampler or {})}}
         (d / POLICY_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.policy_state().items()}
-        save_file(state, str(d / WEIGHTS_FILE))
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.policy_state(state).items()}
+        save_file(weights, str(d / WEIGHTS_FILE))
         return d
 
 

