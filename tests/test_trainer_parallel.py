@@ -124,3 +124,67 @@ def test_sharded_resume_is_bit_identical_and_another_world_size_says_so(runs, tm
     one = run(tmp_path, "one", 1, resume=True, steps=4, save_every=2)
     assert "written by 2 process(es), on 1" in one.stderr
     assert max_diff(a, weights(tmp_path / "one")) <= 1e-5
+
+
+MEASURE = textwrap.dedent("""
+    import dataclasses, json, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_trainer_ddp import config
+    from paintbench.trainer import parallel
+    from paintbench.trainer.loop import Trainer
+    cfg = dataclasses.replace(config(), **json.loads(sys.argv[2]))
+    trainer = Trainer(cfg, sys.argv[1])
+    trainer.setup()
+    trainer.step = 1
+    trainer.round(1)        # the optimizer state exists after a step
+    held = parallel.local_bytes(trainer.policy, trainer.optimizer)
+    held["reference"] = parallel.local_bytes(trainer.reference)["parameters"]
+    with open(f"{{sys.argv[1]}}/held_{{trainer.dist.rank}}.json", "w") as f:
+        json.dump(held, f)
+    trainer.dist.close()
+""")
+
+
+@pytest.mark.slow
+def test_the_plans_per_rank_bytes_are_what_fsdp_holds(tmp_path):
+    """`paintbench train plan`'s parameters, gradients, optimizer and reference rows equal the bytes each
+    rank's shards hold after an FSDP2 step (a 3-rank split, so the row chunks are uneven)."""
+    from paintbench.trainer.plan import make_plan
+    from test_trainer_ddp import config
+
+    import dataclasses
+
+    over = {"parallel": "fsdp", "prompts_per_step": 3, "group_size": 2, "steps": 1}
+    script = tmp_path / "measure.py"
+    script.write_text(MEASURE.format(tests=str(REPO / "tests")))
+    (tmp_path / "run").mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3",
+                          str(script), str(tmp_path / "run"), json.dumps(over)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    plan = make_plan(dataclasses.replace(config(), **over), 3)
+    for rank in range(3):
+        held = json.loads((tmp_path / "run" / f"held_{rank}.json").read_text())
+        assert held == {"parameters": plan.parameters[rank], "gradients": plan.gradients[rank],
+                        "optimizer": plan.optimizer[rank], "reference": plan.reference[rank]}, rank
+    assert len(set(plan.parameters)) > 1          # uneven shards: the chunk rule itself is checked
+
+
+@pytest.mark.slow
+def test_export_writes_the_trained_policy_that_loads_back_identically(runs, tmp_path):
+    """`paintbench train export RUN --out DIR` on the FSDP run: the folder `policies.load` reads gives the
+    same logits as the run's latest checkpoint; a used --out is refused in one line."""
+    out = subprocess.run([sys.executable, "-m", "paintbench", "train", "export", str(runs / "fsdp"), "--out",
+                          str(tmp_path / "export")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "exported" in out.stdout
+    exported, trained = policies.load(tmp_path / "export"), policies.load(runs / "fsdp")
+    batch = trained.encode_prompts(["a photo of a red circle", "two blue squares"])
+    canvas = torch.full((2, trained.num_image_tokens), -1)
+    with torch.no_grad():
+        assert torch.equal(exported.image_logits(batch, canvas), trained.image_logits(batch, canvas))
+    again = subprocess.run([sys.executable, "-m", "paintbench", "train", "export", str(runs / "fsdp"), "--out",
+                            str(tmp_path / "export")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and len(again.stderr.strip().splitlines()) == 1 and "not an empty folder" in again.stderr

@@ -150,6 +150,11 @@ class MaskedImagePolicy(nn.Module, ABC):
         The tiny policy calls itself; the backbones override this with their language model."""
         return self
 
+    def export(self, directory: str | Path) -> Path:
+        """The trained policy in the model's own format (see `paintbench train export`). The tiny policy
+        has no other format than its policy folder; the backbones override this with `save_pretrained`."""
+        return self.save(directory)
+
     def save(self, directory: str | Path, *, sampler: dict[str, Any] | None = None,
              state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write policy.json and the weights into `directory` (created). `state`: as in `policy_state`."""

@@ -158,6 +158,20 @@ class BackbonePolicy(MaskedImagePolicy):
         if unexpected:
             raise ValueError(f"{self.kind}: checkpoint keys not in the model: {unexpected[:5]}")
 
+    def export(self, directory: Any) -> Any:
+        """The language model as `save_pretrained` writes it (LoRA merged into the weights: no peft needed
+        to load it), with its tokenizer: the model's own `from_pretrained` reads it, and so does this
+        adapter with `policy_path=DIR` (the VQ decoder is unchanged by training: keep using its folder)."""
+        from pathlib import Path
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        model = self.model.merge_and_unload() if self.lora else self.model
+        model.save_pretrained(str(d), safe_serialization=True)
+        if hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(str(d))
+        return d
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         if enabled:
             self.options["gradient_checkpointing"] = enable_gradient_checkpointing(self.model)

@@ -87,6 +87,9 @@ def image_positions(layout: DiMOOLayout, prompt_len: int) -> torch.Tensor:
 class DiMOOPolicy(BackbonePolicy):
     kind: ClassVar[str] = "lumina-dimoo"
     LORA_NAMES: ClassVar[dict[str, str]] = {"o_proj": "attn_out", "gate_proj": "ff_proj", "down_proj": "ff_out"}
+    # the sequence the memory plan (trainer.plan) sizes activations for: a 32x32 grid with a row-end token per row at 512 px; ~128 template and prompt tokens
+    PLAN_IMAGE_TOKENS: ClassVar[int] = 1056
+    PLAN_TEXT_TOKENS: ClassVar[int] = 128
     SAMPLER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 32, "cfg_scale": 4.0, "temperature": 1.0, "temperature_mode": "constant", "sampler": "maskgit",
     }

@@ -101,6 +101,9 @@ def image_slice(layout: MMaDALayout, logits: torch.Tensor) -> torch.Tensor:
 class MMaDAPolicy(BackbonePolicy):
     kind: ClassVar[str] = "mmada"
     LORA_NAMES: ClassVar[dict[str, str]] = {"o_proj": "attn_out", "gate_proj": "ff_proj", "down_proj": "ff_out"}
+    # the sequence the memory plan (trainer.plan) sizes activations for: 1,024 image tokens; text_len 513 plus <|soi|> <|eoi|>
+    PLAN_IMAGE_TOKENS: ClassVar[int] = 1024
+    PLAN_TEXT_TOKENS: ClassVar[int] = 515
     SAMPLER_DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 12, "cfg_scale": 3.5, "temperature": 1.0, "temperature_mode": "compound", "sampler": "maskgit",
     }
