@@ -150,10 +150,11 @@ MEASURE = textwrap.dedent("""
 def test_the_plans_per_rank_bytes_are_what_fsdp_holds(tmp_path):
     """`paintbench train plan`'s parameters, gradients, optimizer and reference rows equal the bytes each
     rank's shards hold after an FSDP2 step (a 3-rank split, so the row chunks are uneven)."""
-    from paintbench.trainer.plan import make_plan
+    import dataclasses
+
     from test_trainer_ddp import config
 
-    import dataclasses
+    from paintbench.trainer.plan import make_plan
 
     over = {"parallel": "fsdp", "prompts_per_step": 3, "group_size": 2, "steps": 1}
     script = tmp_path / "measure.py"
