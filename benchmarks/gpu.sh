@@ -41,5 +41,8 @@ for DTYPE in float32 bfloat16; do
   "$PY" benchmarks/bench_dpg_vqa.py $DPG_FULL --device "$DEVICE" --dtype "$DTYPE" --questions "$DPG_Q" \
       --json "$OUT/json/dpg-$DTYPE.json" > /dev/null
 done
+echo "== training: the tiny policy under none / ddp / fsdp on every visible GPU (FSDP2)" >&2
+"$PY" benchmarks/bench_train_parallel.py --device "$DEVICE" $( [ "$QUICK" = "1" ] && echo --quick ) \
+    --json "$OUT/json/train-parallel.json"
 "$PY" benchmarks/gpu_table.py "$OUT/json" > "$OUT/gpu.md"
 cat "$OUT/gpu.md"

@@ -32,6 +32,13 @@ def rows(folder: Path) -> list[str]:
         out.append(f"| dpg mPLUG ({r['tiles']} tiles x {r['questions_per_tile']} q) | {r['model']} | {r['fast_dtype']} | "
                    f"{base['questions_per_s']:.2f} q/s | {res['fast']['questions_per_s']:.2f} q/s | "
                    f"{res['fast']['speedup_vs_official']:.1f}x | answers agree {r['fast_vs_reference_answer_agreement']:.2f} |")
+    for f in sorted(folder.glob("train-*.json")):
+        for r in json.loads(f.read_text()):
+            worst = max(r["ranks"], key=lambda x: x["held_bytes"])
+            out.append(f"| train shapes-tiny, parallel={r['placement']} x{r['world_size']} | tiny policy | float32 | "
+                       f"{r['median_round_s']:.3f} s/round | | | held {worst['held_bytes']:,} B = plan "
+                       f"{worst['plan_bytes']:,} B; peak allocated {worst['peak_allocated_bytes']:,} B "
+                       f"(plan's activation estimate {worst['plan_activations_estimate']:,} B) |")
     return out
 
 
