@@ -475,6 +475,7 @@ kind, options, prompts, out, mode = sys.argv[1], json.loads(sys.argv[2]), json.l
 dist = Dist.from_env("cpu")
 torch.manual_seed(0)        # LoRA's A matrices are drawn at build: the same on every rank and in one process
 policy = policies.build(kind, device="cpu", dtype="float32", **options)
+policy.set_gradient_checkpointing(sys.argv[6] == "checkpointing")   # applied before sharding, as the trainer does
 policy.eval()
 n = policy.num_image_tokens
 g = torch.Generator().manual_seed(7)
@@ -520,7 +521,8 @@ def _parallel_steps(d, kind: str, tmp_path: Path, vendor: str, lora: bool) -> di
     results = {}
     for mode, nproc in (("single", 1), ("fsdp", 2)):
         out = str(tmp_path / mode)
-        args = [str(script), kind, json.dumps(options), json.dumps(d.prompts[:2]), out, mode]
+        args = [str(script), kind, json.dumps(options), json.dumps(d.prompts[:2]), out, mode,
+                "plain" if lora else "checkpointing"]
         cmd = ([sys.executable, *args] if nproc == 1 else
                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args])
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
@@ -531,7 +533,8 @@ def _parallel_steps(d, kind: str, tmp_path: Path, vendor: str, lora: bool) -> di
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_mmada_fsdp_on_two_ranks_equals_one_process(mmada, tmp_path, lora):
-    """FSDP2 (one unit per LLaDA block of MMaDA's own model, then the model) on 2 gloo ranks, one prompt each,
+    """FSDP2 (one unit per LLaDA block of MMaDA's own model, then the model; full fine-tuning with LLaDA's
+    activation checkpointing switched on first, as the trainer does) on 2 gloo ranks, one prompt each,
     against one process with both: updated weights within 1e-6 and losses within 1e-6 relative (one float32
     ulp of a loss near 10 is 1e-6) after two SGD steps. SGD, not AdamW: a one-prompt and a two-prompt forward
     round differently in the last bits, and Adam's division by sqrt(v) turns that into up to ~1 % of lr on

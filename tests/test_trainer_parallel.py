@@ -71,6 +71,8 @@ def runs(tmp_path_factory):
     for placement in ("none", "ddp", "fsdp"):
         run(tmp, placement, 2, parallel=placement)
     run(tmp, "fsdp-reward-rank", 2, parallel="fsdp", reward_ranks=[1])
+    run(tmp, "fsdp-offload", 2, parallel="fsdp", reference_offload=True)
+    run(tmp, "fsdp-bf16", 2, parallel="fsdp", fsdp_param_dtype="bfloat16")
     return tmp
 
 
@@ -99,6 +101,20 @@ def test_fsdp_checkpoint_is_sharded_and_its_policy_folder_is_whole(runs):
 
 
 @pytest.mark.slow
+def test_reference_offload_and_mixed_precision(runs):
+    """`reference_offload`: the frozen reference's shards on the CPU (FSDP2's CPUOffloadPolicy) change nothing;
+    `fsdp_param_dtype: bfloat16` computes in bf16 and keeps fp32 sharded weights (FSDP2's MixedPrecisionPolicy):
+    close to fp32, not equal (it is another precision), and the reward of round 1 — before any update,
+    sampled in bf16 — may differ only through sampling in bf16."""
+    fp32, offload, bf16 = weights(runs / "fsdp"), weights(runs / "fsdp-offload"), weights(runs / "fsdp-bf16")
+    assert max_diff(fp32, offload) == 0.0
+    assert all(v.dtype == torch.float32 for v in bf16.values())
+    assert 0.0 < max_diff(fp32, bf16) < 5e-2
+    kl = [r["kl"] for r in read_metrics(runs / "fsdp-bf16")]
+    assert all(k == k and k < 1.0 for k in kl)                     # finite, and the loss stayed sane
+
+
+@pytest.mark.slow
 def test_reward_ranks_give_per_rank_rewards_and_advantages(runs):
     per_rank, placed = read_metrics(runs / "fsdp"), read_metrics(runs / "fsdp-reward-rank")
     for key in ("reward/mean", "reward/std", "reward/shapes-geneval/correct", "adv/abs_mean", "loss", "kl"):
@@ -108,20 +124,33 @@ def test_reward_ranks_give_per_rank_rewards_and_advantages(runs):
 
 @pytest.mark.slow
 def test_sharded_resume_is_bit_identical_and_another_world_size_says_so(runs, tmp_path):
-    # the checkpoint of round 2 resumed by a fresh process group (nothing kept in memory) up to round 4 ...
-    run(runs, "fsdp-long", 2, parallel="fsdp", steps=4, save_every=2)
-    (tmp_path / "resumed").mkdir()
+    # a 2-rank FSDP run SIGKILLed (the whole process group) once its first sharded checkpoint exists, then
+    # resumed by a fresh process group, against the same run uninterrupted
     import shutil
+    import signal
+    import time
 
-    shutil.copytree(runs / "fsdp", tmp_path / "resumed", dirs_exist_ok=True)
-    resumed = run(tmp_path, "resumed", 2, resume=True, parallel="fsdp", steps=4, save_every=2)
+    run(runs, "fsdp-long", 2, parallel="fsdp", steps=8, save_every=2)
+    script = runs / "train_parallel.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    victim = tmp_path / "resumed"
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(script), str(victim), "fresh", json.dumps({"parallel": "fsdp", "steps": 8, "save_every": 2})],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (victim / "checkpoints" / "latest").is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (victim / "checkpoints" / "step_000008").exists(), "the run finished before it could be killed"
+    resumed = run(tmp_path, "resumed", 2, resume=True, parallel="fsdp", steps=8, save_every=2)
     assert "written by" not in resumed.stderr
-    a, b = weights(runs / "fsdp-long"), weights(tmp_path / "resumed")
+    a, b = weights(runs / "fsdp-long"), weights(victim)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert stable(read_metrics(runs / "fsdp-long")) == stable(read_metrics(tmp_path / "resumed"))
     # ... and by one process: DCP re-splits the shards; the run continues and says it changed world size
-    shutil.copytree(runs / "fsdp", tmp_path / "one", dirs_exist_ok=True)
-    one = run(tmp_path, "one", 1, resume=True, steps=4, save_every=2)
+    shutil.copytree(runs / "fsdp", tmp_path / "one", dirs_exist_ok=True)    # round 2's sharded checkpoint
+    one = run(tmp_path, "one", 1, resume=True, steps=8, save_every=2)
     assert "written by 2 process(es), on 1" in one.stderr
     assert max_diff(a, weights(tmp_path / "one")) <= 1e-5
 

@@ -93,7 +93,9 @@ def apply(module: nn.Module, placement: Placement, mesh: Any, *, frozen: bool = 
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=_dtype(placement.param_dtype), reduce_dtype=_dtype(placement.reduce_dtype))
-    offload = CPUOffloadPolicy() if frozen and placement.reference_offload and placement.parallel == "fsdp" else OffloadPolicy()
+    offload: OffloadPolicy = OffloadPolicy()
+    if frozen and placement.reference_offload and placement.parallel == "fsdp":
+        offload = CPUOffloadPolicy(pin_memory=torch.cuda.is_available())   # pinned host memory needs CUDA
     blocks, root = shard_units(module)
     units = [*blocks, root]
     for unit in units:
