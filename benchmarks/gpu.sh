@@ -44,5 +44,8 @@ done
 echo "== training: the tiny policy under none / ddp / fsdp on every visible GPU (FSDP2)" >&2
 "$PY" benchmarks/bench_train_parallel.py --device "$DEVICE" $( [ "$QUICK" = "1" ] && echo --quick ) \
     --json "$OUT/json/train-parallel.json"
+echo "== serve: two clients against one batched service vs two in-process scorers (tiny weights)" >&2
+"$PY" benchmarks/bench_serve.py --metric imagereward --tiny --device "$DEVICE" \
+    --num-gpus "$( [ "$DEVICE" = "cpu" ] && echo 0 || echo 0.5 )" --json "$OUT/json/serve-imagereward.json"
 "$PY" benchmarks/gpu_table.py "$OUT/json" > "$OUT/gpu.md"
 cat "$OUT/gpu.md"

@@ -39,6 +39,11 @@ def rows(folder: Path) -> list[str]:
                        f"{r['median_round_s']:.3f} s/round | | | held {worst['held_bytes']:,} B = plan "
                        f"{worst['plan_bytes']:,} B; peak allocated {worst['peak_allocated_bytes']:,} B "
                        f"(plan's activation estimate {worst['plan_activations_estimate']:,} B) |")
+    for f in sorted(folder.glob("serve-*.json")):
+        r = json.loads(f.read_text())
+        out.append(f"| serve {r['metric']} ({r['images']} images, 2 clients) | {r['weights']} | float32 | "
+                   f"{r['in_process_img_s']:.1f} img/s (2 in-process) | {r['service_img_s']:.1f} img/s (1 service) | "
+                   f"{r['ratio_service_vs_in_process']:.2f}x | identical scores: {r['identical_scores']} |")
     return out
 
 

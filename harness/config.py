@@ -25,6 +25,8 @@ class EvalConfig:
     dtype: str = field(default="float32", metadata={"help": "metric dtype: float32 (parity), bfloat16, float16"})
     batch_size: int = field(default=32, metadata={"help": "scoring batch size"})
     weights_dir: str | None = field(default=None, metadata={"help": "weights directory for the metrics"})
+    score_server: str | None = field(default=None, metadata={"help": "URL of a `paintbench serve`: score there, not in this process (recorded in the provenance)"})
+    score_token_file: str | None = field(default=None, metadata={"help": "file holding the score server's token (when it is not on loopback)"})
     include_path: list[str] | None = field(default=None, metadata={"help": "extra folders of suite YAML files (repeatable)"})
     n_resamples: int = field(default=10_000, metadata={"help": "bootstrap resamples for CIs"})
     confidence: float = field(default=0.95, metadata={"help": "confidence level of the CIs"})

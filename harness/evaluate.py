@@ -448,6 +448,11 @@ def _check_requested_settings(rd: RunDir, m: SuiteMetric, cfg: EvalConfig, score
 def _provider(m: SuiteMetric, cfg: EvalConfig, device: str):
     import paintbench.metrics as M
 
+    if cfg.score_server:   # the same provider contract, served by `paintbench serve` (metrics.remote)
+        from paintbench.metrics.remote import RemoteProvider, read_token
+
+        return RemoteProvider(cfg.score_server, m.name, token=read_token(cfg.score_token_file),
+                              options=dict(m.options))
     try:
         return M.get(m.name, device=device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                      weights_dir=cfg.weights_dir, **m.options)

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("paintbench.commands.leaderboard", "build a static site: leaderboards, run pages, comparisons, training reports"),
     "dpg": ("paintbench.commands.dpg", "DPG-Bench: evaluate a folder of 2x2 grids, or rescore saved answers"),
     "geneval": ("paintbench.commands.geneval", "GenEval on a folder in GenEval's layout: official results + summary (resumable)"),
+    "serve": ("paintbench.commands.serve", "serve metrics over HTTP on Ray Serve (batched, for training and scoring)"),
 }
 
 

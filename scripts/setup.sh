@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/ci.txt -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints/ci.txt -e ".[test,serve]"
 if [ "${PAINTBENCH_BROWSER:-0}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null

@@ -482,6 +482,7 @@ g = torch.Generator().manual_seed(7)
 target = torch.randint(0, 8192, (len(prompts), n), generator=g)
 canvas = torch.where(torch.rand(len(prompts), n, generator=g) < 0.5, target, torch.full_like(target, -1))
 lo, hi = dist.share(len(prompts))
+blocks = len(parallel.shard_units(policy)[0])            # FSDP2 units: one per LLaDA block
 if mode in ("ddp", "fsdp"):
     parallel.apply(policy, parallel.Placement(parallel=mode),
                    parallel.device_mesh(mode, dist.world_size, torch.device("cpu")))
@@ -501,7 +502,7 @@ for _ in range(2):
 whole = parallel.full_state(policy) if mode in ("ddp", "fsdp") else dict(policy.state_dict())
 if dist.is_main:
     save_file({k: v.contiguous() for k, v in policy.policy_state(whole).items()}, out + ".safetensors")
-    json.dump(losses, open(out + ".json", "w"))
+    json.dump({"losses": losses, "blocks": blocks}, open(out + ".json", "w"))
 dist.close()
 """
 
@@ -527,7 +528,10 @@ def _parallel_steps(d, kind: str, tmp_path: Path, vendor: str, lora: bool) -> di
                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args])
         run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-        results[mode] = (json.loads(Path(out + ".json").read_text()), load_file(out + ".safetensors"))
+        doc = json.loads(Path(out + ".json").read_text())
+        layers = json.loads((Path(d.options["model_path"]) / "config.json").read_text())["n_layers"]
+        assert doc["blocks"] == layers >= 2, doc                   # sharded per block, not only at the root
+        results[mode] = (doc["losses"], load_file(out + ".safetensors"))
     return results
 
 

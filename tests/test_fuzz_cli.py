@@ -161,6 +161,11 @@ CASES: dict[str, list[list[str]]] = {
             ["dpg", "eval", "--questions", "{fifo.csv}", "--images", "{bombs}", "--resolution", "24", "--out", "{out}"],
             ["dpg", "rescore", "--questions", "{questions.csv}", "--answers", "{answers.json}", "--out", "{out}"],
             ["dpg", "rescore", "--questions", "{fifo.csv}", "--answers", "{fifo.json}", "--out", "{out}"]],
+    "serve": [["serve", "no-such-metric"], ["serve", "shapes-geneval", "--host", "0.0.0.0"],
+              ["serve", "shapes-geneval", "--host", "0.0.0.0", "--token-file", "{fifo.json}"],
+              ["serve", "shapes-geneval", "--token-file", "{devzero.yaml}"], ["serve", "shapes-geneval", "--port", "0"],
+              ["serve", "shapes-geneval", "--option", "nonsense"], ["serve", "shapes-geneval", "--device", "cuda"],
+              ["serve", "shapes-geneval", "--replicas", "-1"]],
     "geneval": [["geneval", "{bombs}", "--out", "{out}", "--weights-dir", "{weights}"],
                 ["geneval", "{fifo.json}", "--out", "{out}"]],
 }

@@ -114,6 +114,11 @@ class HTGRPOConfig:
     reward_aggregation: str = _f("sum_then_normalize", "sum_then_normalize | normalize_then_sum (GDPO)")
     weights_dir: str | None = _f(None, "weights directory of the reward metrics (default: $PAINTBENCH_WEIGHTS)")
     reward_async: bool = _f(False, "score each rollout batch in a worker thread while the next is sampled")
+    reward_backend: str = _f("local", "local (providers in this process) | remote (a `paintbench serve` at reward_url)")
+    reward_url: str = _f("", "remote backend: the service's URL, e.g. http://127.0.0.1:8470")
+    reward_timeout_s: float = _f(300.0, "remote backend: seconds to wait for one scoring request")
+    reward_retries: int = _f(3, "remote backend: retries (same request id, exponential backoff) before stopping")
+    reward_token_file: str = _f("", "remote backend: file holding the service's token (when not on loopback)")
 
     # -- advantages --------------------------------------------------------------------------------------
     adv_scale: str = _f("group", "group (MaskGRPO std) | batch (Flow-GRPO global std) | none (d1)")
@@ -196,6 +201,12 @@ class HTGRPOConfig:
         _check_choice("temperature_mode", self.temperature_mode, ("compound", "constant"))
         _check_choice("sampler", self.sampler, ("maskgit", "emerge"))
         _check_choice("reward_aggregation", self.reward_aggregation, ("sum_then_normalize", "normalize_then_sum"))
+        _check_choice("reward_backend", self.reward_backend, ("local", "remote"))
+        if self.reward_backend == "remote" and not self.reward_url:
+            raise UserError("reward_backend=remote needs reward_url (the `paintbench serve` URL)")
+        if self.reward_timeout_s <= 0 or self.reward_retries < 0:
+            raise UserError(f"reward_timeout_s must be > 0 and reward_retries >= 0, got {self.reward_timeout_s}, "
+                            f"{self.reward_retries}")
         _check_choice("adv_scale", self.adv_scale, ("group", "batch", "none"))
         _check_choice("partition", self.partition, ("commit", "entropy", "boundary"))
         _check_choice("credit_form", self.credit_form, ("indicator", "graded_step"))

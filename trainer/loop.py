@@ -128,7 +128,7 @@ class Trainer:
         holds_rewards = not cfg.reward_ranks or self.dist.rank in cfg.reward_ranks
         self.reward_model: RewardModel | None = reward_model or (
             RewardModel(self.reward_weights, options=cfg.reward_options, weights_dir=cfg.weights_dir,
-                        device=self.device) if holds_rewards else None)
+                        device=self.device, remote=remote_options(cfg)) if holds_rewards else None)
         self.evaluate_fn = evaluate_fn if evaluate_fn is not None else default_evaluate_fn(cfg)
         self.sampler = SamplerOptions.from_dict(cfg.sampler_options())
         self.logger = RunLogger(self.out, enabled=self.dist.is_main, tensorboard=cfg.tensorboard)
@@ -242,7 +242,8 @@ class Trainer:
     # and the placement over processes (the loop's results do not depend on it; a sharded checkpoint is re-split)
     RESUMABLE_CHANGES = frozenset({"steps", "log_every", "save_every", "keep_checkpoints", "sample_every",
                                    "eval_every", "eval_max_prompts", "eval_seed", "tensorboard", "weights_dir",
-                                   "parallel", "fsdp_reshard_after_forward",
+                                   "parallel", "fsdp_reshard_after_forward", "reward_backend", "reward_url", "reward_timeout_s",
+                                   "reward_retries", "reward_token_file",
                                    "reference_offload", "reward_ranks"})
 
     def _check_same_settings(self) -> None:
@@ -667,6 +668,16 @@ def lr_lambda(cfg: HTGRPOConfig) -> Callable[[int], float]:
         return 1.0
 
     return f
+
+
+def remote_options(cfg: HTGRPOConfig) -> dict[str, Any] | None:
+    """The remote reward backend's settings (None: rewards in process)."""
+    if cfg.reward_backend != "remote":
+        return None
+    from paintbench.metrics.remote import read_token
+
+    return {"url": cfg.reward_url, "token": read_token(cfg.reward_token_file or None),
+            "timeout_s": cfg.reward_timeout_s, "retries": cfg.reward_retries}
 
 
 def default_evaluate_fn(cfg: HTGRPOConfig) -> EvaluateFn | None:

@@ -26,12 +26,21 @@ def problems(cfg: HTGRPOConfig) -> list[str]:
         out.append(str(e))
     try:
         check_rewards(cfg)
-        out += missing_reward_weights(cfg)
+        out += missing_reward_weights(cfg) if cfg.reward_backend == "local" else served_rewards(cfg)
     except UserError as e:
         out.append(f"rewards: {e}")
     if cfg.policy != "tiny":
         out += policy_folder_problems(cfg)
     return out
+
+
+def served_rewards(cfg: HTGRPOConfig) -> list[str]:
+    """reward_backend=remote: the service answers and serves every reward (its weights are its business)."""
+    from paintbench.metrics.remote import Client, read_token
+
+    served = Client(cfg.reward_url, token=read_token(cfg.reward_token_file or None), timeout_s=10, retries=0).served()
+    return [f"reward {name}: not served by {cfg.reward_url} (it serves {', '.join(sorted(served)) or 'nothing'})"
+            for name in cfg.reward_weights() if name not in served]
 
 
 def missing_reward_weights(cfg: HTGRPOConfig) -> list[str]:

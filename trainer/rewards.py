@@ -9,6 +9,9 @@ Several rewards combine with weights under `sum_then_normalize` (weight the raw 
 per group: Flow-GRPO) or `normalize_then_sum` (normalise each per group, then weight: GDPO); the
 arithmetic is in `trainer.advantages`. Every component is logged on its own (`reward/<name>/mean`).
 
+`reward_backend: remote` gives the same `RewardModel` providers served by `paintbench serve`
+(`metrics.remote.RemoteProvider`): one reward interface, wherever the models run.
+
 `AsyncScorer` overlaps scoring with sampling: the loop submits each rollout micro-batch's images and
 goes on sampling the next while a worker thread scores (ddpo-pytorch / Flow-GRPO style).
 """
@@ -72,6 +75,7 @@ class RewardModel:
         options: Mapping[str, Mapping[str, Any]] | None = None,
         device: str | torch.device = "cpu",
         weights_dir: str | None = None,
+        remote: Mapping[str, Any] | None = None,
     ) -> None:
         if not weights:
             raise ValueError("no rewards configured")
@@ -84,6 +88,15 @@ class RewardModel:
         common: dict[str, Any] = {"device": self.device}
         if weights_dir is not None:
             common["weights_dir"] = weights_dir
+        if remote is not None:   # the same providers, served by `paintbench serve` (metrics.remote)
+            from paintbench.metrics.remote import RemoteProvider
+
+            self.providers = {name: RemoteProvider(remote["url"], name, token=remote.get("token"),
+                                                   timeout_s=remote.get("timeout_s", 300.0),
+                                                   retries=remote.get("retries", 3),
+                                                   options=dict(options.get(name, {})))
+                              for name in self.weights}
+            return
         self.providers = {name: _get_provider(name, **common, **dict(options.get(name, {})))
                           for name in self.weights}
 

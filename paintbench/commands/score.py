@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", required=True, help="run directory: scores, scores.jsonl and summary.json (resumed if it exists)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--server", help="URL of a `paintbench serve`: score there instead of in this process")
+    p.add_argument("--token-file", help="file holding the server's token (when it is not on loopback)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(needing)} score(s) an image against its prompt, and {args.images} gives "
                         "none: pass --prompts FILE (or put a NAME.txt beside each image)")
     cfg = EvalConfig(out=str(args.out), weights_dir=args.weights_dir, device=args.device, dtype=args.dtype,
-                     batch_size=args.batch_size, progress=not args.no_progress)
+                     batch_size=args.batch_size, progress=not args.no_progress, score_server=args.server,
+                     score_token_file=args.token_file)
     run_folder(fi, cfg)
     summary = score_report(RunDir(args.out), fi, extra={"device": args.device or "auto", "dtype": args.dtype,
                                                         "images": str(args.images)})
