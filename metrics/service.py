@@ -55,10 +55,15 @@ def decode_file(fileobj: io.BytesIO):
 class MetricReplica:
     """One replica of one metric (wrapped by `serve.deployment` in `build_app`)."""
 
-    def __init__(self, name: str, options: dict[str, Any], max_batch: int, wait_ms: float, cache: int) -> None:
+    def __init__(self, name: str, options: dict[str, Any], max_batch: int, wait_ms: float, cache: int,
+                 threads: int = 0) -> None:
+        import torch
+
         from paintbench import metrics
         from paintbench.trainer.rewards import ensure_harness_metrics
 
+        if threads > 0:   # Ray starts workers with one intra-op thread; CPU sums depend on the thread count
+            torch.set_num_threads(threads)
         ensure_harness_metrics()
         self.name = name
         self.options = {k: v for k, v in options.items() if k not in ("device", "dtype", "weights_dir")}
@@ -76,7 +81,7 @@ class MetricReplica:
                 "dtype": str(self.provider.dtype).removeprefix("torch."), "device": str(self.provider.device),
                 "synthetic_weights": bool(prov.get("synthetic_weights", False)), "pid": os.getpid(),
                 "batch_size": self.provider.batch_size, "options": self.options,
-                "torch": torch.__version__}
+                "torch": torch.__version__, "threads": torch.get_num_threads()}
 
     def _score_group(self, requests: list[wire.ScoreRequest]) -> list[tuple[Any, list[dict[str, Any]]]]:
         import torch
@@ -196,7 +201,7 @@ class Gateway:
 
 
 def build_app(metrics_options: dict[str, dict[str, Any]], *, replicas: int, num_gpus: float, max_batch: int,
-              wait_ms: float, max_queued: int, token_sha256: str | None, cache: int = 4096):
+              wait_ms: float, max_queued: int, token_sha256: str | None, cache: int = 4096, threads: int = 0):
     """The Serve application: one deployment per metric behind one gateway."""
     from ray import serve
 
@@ -206,7 +211,7 @@ def build_app(metrics_options: dict[str, dict[str, Any]], *, replicas: int, num_
                                ray_actor_options={"num_gpus": num_gpus, "num_cpus": 0},
                                max_ongoing_requests=max(2 * max_batch, 8), max_queued_requests=max_queued,
                                health_check_period_s=2, health_check_timeout_s=30)
-        handles[name] = dep.bind(name, options, max_batch, wait_ms, cache)
+        handles[name] = dep.bind(name, options, max_batch, wait_ms, cache, threads)
     # the gateway only forwards: it takes every request, so the bound that answers "busy" is each metric's queue
     gateway = serve.deployment(Gateway, name="gateway", num_replicas=1, ray_actor_options={"num_cpus": 0},
                                max_ongoing_requests=10_000)

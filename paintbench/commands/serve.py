@@ -36,6 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", help="weights directory of the metrics")
     p.add_argument("--device", default=None, help="cuda or cpu for the replicas (default: cuda when --num-gpus > 0)")
     p.add_argument("--dtype", default="float32", help="float32 (parity), bfloat16 or float16")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads per CPU replica (default: what "
+                   "torch uses in this process; CPU scores equal an in-process run's only with the same count)")
     p.add_argument("--option", action="append", default=[], metavar="METRIC:KEY=VALUE",
                    help="a provider option (repeatable), e.g. shapes-geneval:mode=reward")
 
@@ -90,8 +92,11 @@ def run(args: argparse.Namespace) -> int:
     ray.init(address=args.address, include_dashboard=False, log_to_driver=False,
              **({} if args.address else {"num_cpus": 2}))
     serve.start(http_options={"host": args.host, "port": args.port})
+    import torch
+
     app = build_app(options, replicas=args.replicas, num_gpus=args.num_gpus, max_batch=args.max_batch,
                     wait_ms=args.batch_wait_ms, max_queued=args.max_queued,
+                    threads=args.threads or torch.get_num_threads(),
                     token_sha256=hashlib.sha256(token.encode()).hexdigest() if token else None)
     serve.run(app, name="paintbench", route_prefix="/", blocking=False)
     print(f"serving {', '.join(options)} at http://{args.host}:{args.port} "
