@@ -60,11 +60,9 @@ class MetricReplica:
         import torch
 
         from paintbench import metrics
-        from paintbench.trainer.rewards import ensure_harness_metrics
 
         if threads > 0:   # Ray starts workers with one intra-op thread; CPU sums depend on the thread count
             torch.set_num_threads(threads)
-        ensure_harness_metrics()
         self.name = name
         self.options = {k: v for k, v in options.items() if k not in ("device", "dtype", "weights_dir")}
         self.provider = metrics.get(name, **options)
