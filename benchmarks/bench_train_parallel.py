@@ -67,6 +67,7 @@ def worker(args: argparse.Namespace) -> None:
                   "device": args.device, "median_round_s": statistics.median(times), "rounds": len(times),
                   "ranks": ranks}
         Path(args.result).write_text(json.dumps(result, indent=2))
+    trainer.dist.barrier()
     trainer.dist.close()
 
 

@@ -503,6 +503,7 @@ whole = parallel.full_state(policy) if mode in ("ddp", "fsdp") else dict(policy.
 if dist.is_main:
     save_file({k: v.contiguous() for k, v in policy.policy_state(whole).items()}, out + ".safetensors")
     json.dump({"losses": losses, "blocks": blocks}, open(out + ".json", "w"))
+dist.barrier()              # no rank tears the group down while another still uses it
 dist.close()
 """
 

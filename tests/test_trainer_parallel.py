@@ -171,6 +171,7 @@ MEASURE = textwrap.dedent("""
     held["reference"] = parallel.local_bytes(trainer.reference)["parameters"]
     with open(f"{{sys.argv[1]}}/held_{{trainer.dist.rank}}.json", "w") as f:
         json.dump(held, f)
+    trainer.dist.barrier()
     trainer.dist.close()
 """)
 
