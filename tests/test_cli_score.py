@@ -21,7 +21,9 @@ from PIL import Image
 
 import shared_data as sd
 
-pytestmark = pytest.mark.hf
+# every test here runs the real CLI in a subprocess that loads real (tiny) models: the integration tier,
+# `slow` (still in CI); the providers' own tests cover the same code in the inner loop
+pytestmark = [pytest.mark.hf, pytest.mark.slow]
 
 METRICS = ["imagereward", "hps-v2.1", "aesthetic"]
 

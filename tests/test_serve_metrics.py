@@ -76,3 +76,34 @@ def test_world_metrics_through_the_service_equal_in_process(served, metric):
     local = _get_provider(metric).score(images, prompts, records)
     remote = RemoteProvider(url, metric, token=TOKEN).score(images, prompts, records)
     assert torch.equal(remote.values, local.values.float().cpu())
+
+
+def test_score_command_through_the_server_equals_in_process(served, tmp_path):
+    """`paintbench score --server URL` writes the scores an in-process `score` writes, and says where they
+    came from."""
+    import subprocess
+    import sys
+
+    from test_serve import TOKEN
+
+    url, weights = served
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(4):
+        Image.new("RGB", (48 + 8 * i, 64), (60 * i, 100, 180)).save(imgs / f"{i}.png")
+    (tmp_path / "p.txt").write_text("a cat\na dog\na car\na tree\n")
+    (tmp_path / "token").write_text(TOKEN)
+    base = [sys.executable, "-m", "paintbench", "score", "--metric", "aesthetic", "--metric", "imagereward",
+            "--images", str(imgs), "--prompts", str(tmp_path / "p.txt"), "--no-progress"]
+    local = subprocess.run([*base, "--weights-dir", str(weights), "--out", str(tmp_path / "local")],
+                           capture_output=True, text=True, timeout=600)
+    remote = subprocess.run([*base, "--server", url, "--token-file", str(tmp_path / "token"), "--out",
+                             str(tmp_path / "remote")], capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0 and remote.returncode == 0, remote.stderr[-2000:]
+
+    def values(run):
+        return [(r["id"], r["scores"]) for r in map(json.loads, (run / "scores.jsonl").read_text().splitlines())]
+
+    got = values(tmp_path / "remote")
+    assert got == values(tmp_path / "local") and all(len(scores) == 2 for _, scores in got)
+    assert url in (tmp_path / "remote" / "summary.json").read_text()

@@ -444,6 +444,7 @@ def _small_overrides() -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in SMALL.items()] + ["steps=1"]
 
 
+@pytest.mark.slow  # a real training run
 @pytest.mark.hf  # writes GenEval's Mask2Former (transformers) tiny weights
 def test_the_readmes_multi_reward_example_trains(tmp_path, capsys):
     """`paintbench train CONFIG --reward geneval=1.0 --reward hps-v2.1=0.5` failed: the file's
@@ -478,6 +479,7 @@ def test_an_unknown_reward_is_refused_before_anything_runs(tmp_path, capsys):
     assert "--weights-dir" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # a real training run
 def test_training_shows_progress_in_a_log_and_is_quiet_on_request(tmp_path):
     """`paintbench train shapes-tiny` printed nothing for minutes."""
     import subprocess

@@ -7,7 +7,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.slow  # a real training run, then `paintbench eval` of its checkpoint
 def test_periodic_evaluation_logs_the_suite_metric(tmp_path):
     out = subprocess.run([sys.executable, "-m", "paintbench", "train", "shapes-tiny", "steps=2", "warmstart_steps=20",
                           "eval_every=2", "eval_max_prompts=12", "prompts_per_step=2", "group_size=4",

@@ -156,7 +156,7 @@ def save_sharded_checkpoint(
         tmp.mkdir(parents=True)
     dist.barrier()
     dcp.save(_sharded_state(policy, optimizer, reference), checkpoint_id=str(tmp / SHARDED))
-    whole = full_state(policy)                                   # collective; rank 0 gets the tensors
+    whole = full_state(policy, trainable_only=True)   # collective; rank 0 gets what `policy/` stores
     if dist.is_main:
         policy.save(tmp / "policy", sampler=sampler, state=whole)
         torch.save({

@@ -123,11 +123,13 @@ def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
             m.set_requires_gradient_sync(enabled, recurse=False)
 
 
-def full_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The whole (unsharded) state dict on rank 0, on the CPU; `{}` on the other ranks. Collective."""
+def full_state(module: nn.Module, *, trainable_only: bool = False) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict on rank 0, on the CPU; `{}` on the other ranks. Collective.
+    `trainable_only` leaves frozen parameters out (a LoRA policy's 8B base, which its folder already holds)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True,
+                                                                 ignore_frozen_params=trainable_only))
 
 
 def local_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
