@@ -63,7 +63,8 @@ def worker(args: argparse.Namespace) -> None:
         ranks = [{"rank": r, "held_bytes": int(sum(row[:3])), "peak_allocated_bytes": int(row[3]),
                   "plan_bytes": plan.parameters[r] + plan.gradients[r] + plan.optimizer[r],
                   "plan_activations_estimate": plan.activations} for r, row in enumerate(rows)]
-        result = {"placement": trainer.placement.parallel, "world_size": trainer.dist.world_size,
+        result = {"label": args.label or args.config, "policy": cfg.policy,
+                  "placement": trainer.placement.parallel, "world_size": trainer.dist.world_size,
                   "device": args.device, "median_round_s": statistics.median(times), "rounds": len(times),
                   "ranks": ranks}
         Path(args.result).write_text(json.dumps(result, indent=2))
@@ -79,6 +80,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="a smoke run: 2 rounds")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--label", default="", help="what is trained, for the table (default: the config's name)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--placement", default="none", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -99,7 +101,8 @@ def main() -> int:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             me = [str(Path(__file__).resolve()), "--worker", "--placement", placement, "--device", args.device,
-                  "--config", args.config, "--steps", str(steps), "--out", f"{tmp}/run", "--result", f"{tmp}/r.json", *rest]
+                  "--config", args.config, "--steps", str(steps), "--out", f"{tmp}/run", "--result", f"{tmp}/r.json",
+                  "--label", args.label, *rest]
             cmd = ([sys.executable, *me] if n == 1 else
                    [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), *me])
             subprocess.run(cmd, check=True, cwd=REPO, env=env)

@@ -44,6 +44,23 @@ done
 echo "== training: the tiny policy under none / ddp / fsdp on every visible GPU (FSDP2)" >&2
 "$PY" benchmarks/bench_train_parallel.py --device "$DEVICE" $( [ "$QUICK" = "1" ] && echo --quick ) \
     --json "$OUT/json/train-parallel.json"
+SHARED=${PAINTBENCH_SHARED:-../shared}
+if [ -d "$SHARED/vendor/mmada" ] && [ -d "$SHARED/fixtures/mmada" ]; then
+  echo "== training: a tiny MMaDA built with MMaDA's own code, under none / ddp / fsdp (the models env)" >&2
+  .venv/bin/tox -e models --notest -q
+  TINY=$(mktemp -d)
+  PYTHONPATH="$SHARED/vendor/mmada" .tox/models/bin/python benchmarks/make_tiny_mmada.py "$TINY/mmada"
+  "$PY" -m paintbench weights make-tiny "$TINY/weights" > /dev/null
+  PYTHONPATH="$SHARED/vendor/mmada:$PWD" .tox/models/bin/python benchmarks/bench_train_parallel.py --device "$DEVICE" \
+      $( [ "$QUICK" = "1" ] && echo --quick ) --label "tiny MMaDA (official code)" --json "$OUT/json/train-mmada.json" \
+      policy=mmada "policy_path=$TINY/mmada/model" \
+      "policy_options={vq_path: $TINY/mmada/vq, tokenizer_path: $TINY/mmada/tok}" "weights_dir=$TINY/weights" \
+      warmstart_steps=0 prompts_per_step=2 group_size=2 rollout_steps=2 inner_iters=2 n_global=1 n_struct=1 \
+      cfg_scale=0 "reward=[aesthetic=1.0]" "reward_options={}" guard_every=0
+  rm -rf "$TINY"
+else
+  echo "(no $SHARED/vendor/mmada here: the official-code training run is skipped)" >&2
+fi
 echo "== serve: two clients against one batched service vs two in-process scorers (tiny weights)" >&2
 "$PY" benchmarks/bench_serve.py --metric imagereward --tiny --device "$DEVICE" \
     --num-gpus "$( [ "$DEVICE" = "cpu" ] && echo 0 || echo 0.5 )" --json "$OUT/json/serve-imagereward.json"

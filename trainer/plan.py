@@ -110,12 +110,16 @@ def tiny_tensors(cfg: HTGRPOConfig) -> list[TensorSpec]:
     return [TensorSpec(n, tuple(p.shape), size, True) for n, p in model.named_parameters()]
 
 
-def header_tensors(folder: Path, *, trainable: bool, sharded: bool = True) -> list[TensorSpec]:
+def header_tensors(folder: Path, *, trainable: bool, sharded: bool = True, what: str = "policy_path") -> list[TensorSpec]:
+    """Tensors named in a model folder's safetensors headers: the index's shards or `model.safetensors`,
+    else every `*.safetensors` file (a diffusers-style VQ folder names its own)."""
     from paintbench.metrics.memory import safetensors_header
     from paintbench.metrics.weights import safetensors_files
 
+    files = (safetensors_files(folder, what) if (folder / "model.safetensors").is_file()
+             or (folder / "model.safetensors.index.json").is_file() else sorted(folder.glob("*.safetensors")))
     out = []
-    for f in safetensors_files(folder, "policy_path"):
+    for f in files:
         for name, entry in safetensors_header(f).items():
             size = DTYPE_BYTES.get(str(entry.get("dtype", "F32")).upper(), 4)
             out.append(TensorSpec(name, tuple(entry["shape"]), size, trainable, sharded))
@@ -157,7 +161,7 @@ def backbone_tensors(cfg: HTGRPOConfig) -> tuple[list[TensorSpec], list[str]]:
         tensors += adapters
     vq = str(dict(cfg.policy_options).get("vq_path", "") or "")
     if vq and Path(vq).expanduser().is_dir():
-        tensors += header_tensors(Path(vq).expanduser(), trainable=False, sharded=False)
+        tensors += header_tensors(Path(vq).expanduser(), trainable=False, sharded=False, what="vq_path")
     else:
         notes.append("VQ decoder not sized (policy_options.vq_path is not a local folder); it is whole on every rank")
     return tensors, notes
