@@ -95,7 +95,8 @@ def main() -> int:
     nproc = args.nproc or (torch.cuda.device_count() if args.device.startswith("cuda") else 2)
     steps = 2 if args.quick else args.steps
     results = []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))   # keep e.g. MMaDA's code
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     for placement, n in (("none", 1), ("ddp", nproc), ("fsdp", nproc)):
         if n < 2 and placement != "none":
             continue

@@ -133,13 +133,15 @@ def full_state(module: nn.Module, *, trainable_only: bool = False) -> dict[str, 
 
 
 def local_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, int]:
-    """Bytes this rank actually holds: parameters, gradients (trainable parameters' gradients, whether
-    allocated yet or not), optimizer state. Sharded tensors count their local shard only. What
+    """Bytes this rank actually holds: parameters and persistent buffers, gradients (trainable parameters'
+    gradients, whether allocated yet or not), optimizer state. Sharded tensors count their local shard only. What
     `trainer.plan` predicts; compared in a test."""
     def local(t: torch.Tensor) -> torch.Tensor:
         return t.to_local() if hasattr(t, "to_local") else t
 
     params = sum(local(p).numel() * local(p).element_size() for p in module.parameters())
+    saved = set(module.state_dict().keys())      # persistent buffers (a VQ codebook) are held whole on every rank
+    params += sum(b.numel() * b.element_size() for name, b in module.named_buffers() if name in saved)
     grads = sum(local(p).numel() * local(p).element_size() for p in module.parameters() if p.requires_grad)
     opt = 0
     if optimizer is not None:
