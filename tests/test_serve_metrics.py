@@ -23,10 +23,9 @@ META = {"geneval": {"tag": "single_object", "include": [{"class": "cat", "count"
 
 
 def test_every_registered_metric_is_covered():
-    from paintbench.trainer.rewards import ensure_harness_metrics
-
     from paintbench.harness.plugins import SPECS
     from paintbench.metrics import registry
+    from paintbench.trainer.rewards import ensure_harness_metrics
 
     ensure_harness_metrics()
     worlds = {"shapes-geneval", "blocks-geneval", "blocks-layout", "blocks-detail"}
