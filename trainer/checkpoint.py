@@ -99,13 +99,7 @@ def save_checkpoint(
         "rng": rng_state(),
         "config": config,
     }, tmp / STATE_FILE)
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    write_marker(final.parent / LATEST, final.name)
-    if keep > 0:
-        prune(final.parent, keep)
-    return final
+    return _publish(tmp, final, keep)
 
 
 SHARDED = "sharded"
@@ -168,12 +162,7 @@ def save_sharded_checkpoint(
             "world_size": int(dist.world_size),
             "parallel": parallel,
         }, tmp / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        write_marker(final.parent / LATEST, final.name)
-        if keep > 0:
-            prune(final.parent, keep)
+        _publish(tmp, final, keep)
     dist.barrier()
     return final
 
@@ -189,6 +178,17 @@ def load_sharded(checkpoint: str | Path, policy: Any, optimizer: torch.optim.Opt
                    options=StateDictOptions(ignore_frozen_params=True))
     if reference is not None:
         set_model_state_dict(reference, state["reference"])
+
+
+def _publish(tmp: Path, final: Path, keep: int) -> Path:
+    """The written temporary folder becomes the checkpoint, `latest` names it, old ones are pruned."""
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    write_marker(final.parent / LATEST, final.name)
+    if keep > 0:
+        prune(final.parent, keep)
+    return final
 
 
 def prune(folder: Path, keep: int) -> None:
