@@ -37,8 +37,8 @@ def rows(folder: Path) -> list[str]:
             worst = max(r["ranks"], key=lambda x: x["held_bytes"])
             out.append(f"| train {r.get('label', 'shapes-tiny')}, parallel={r['placement']} x{r['world_size']} | "
                        f"{r.get('policy', 'tiny')} policy | float32 | "
-                       f"{r['median_round_s']:.3f} s/round | | | held {worst['held_bytes']:,} B = plan "
-                       f"{worst['plan_bytes']:,} B; peak allocated {worst['peak_allocated_bytes']:,} B "
+                       f"{r['median_round_s']:.3f} s/round | | | held {worst['held_bytes']:,} B (plan "
+                       f"{worst['plan_bytes']:,} B); peak allocated {worst['peak_allocated_bytes']:,} B "
                        f"(plan's activation estimate {worst['plan_activations_estimate']:,} B) |")
     for f in sorted(folder.glob("serve-*.json")):
         r = json.loads(f.read_text())

@@ -121,9 +121,7 @@ class RemoteProvider(Provider):
         return {**self.info.get("provenance", {}), "served_by": self.client.url}
 
     def _score_batch(self, images, prompts, metadata) -> Scores:
-        payload = images.tensor if images.tensor is not None else images.pil
-        if images.tensor is not None and not images.tensor.dtype.is_floating_point:
-            payload = images.tensor
+        payload = images.tensor if images.tensor is not None else images.pil   # wire.encode_images refuses floats
         body = wire.encode_request(uuid.uuid4().hex, payload, None if prompts is None else list(prompts),
                                    None if metadata is None else [dict(m or {}) for m in metadata])
         doc = self.client.request(f"/v1/score/{self.name}", body)
